@@ -1,0 +1,114 @@
+package meta
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// CommandType is the first byte of an encoded command. Values are part of the
+// Raft log format: never renumber, only append.
+type CommandType byte
+
+const (
+	CmdPutManifest    CommandType = 1 // store a manifest, optionally tag it
+	CmdDeleteManifest CommandType = 2 // delete a manifest and the tags naming it
+	CmdDeleteTag      CommandType = 3 // delete one tag
+	CmdMountBlob      CommandType = 4 // link an indexed blob into a repository
+	CmdUnlinkBlob     CommandType = 5 // remove a blob from a repository
+	CmdStartUpload    CommandType = 6 // open an upload session
+	CmdUpdateUpload   CommandType = 7 // advance a session (compare-and-set on offset)
+	CmdCompleteUpload CommandType = 8 // index the blob, link it, close the session
+	CmdCancelUpload   CommandType = 9 // close a session without a blob
+)
+
+func (t CommandType) String() string {
+	switch t {
+	case CmdPutManifest:
+		return "put_manifest"
+	case CmdDeleteManifest:
+		return "delete_manifest"
+	case CmdDeleteTag:
+		return "delete_tag"
+	case CmdMountBlob:
+		return "mount_blob"
+	case CmdUnlinkBlob:
+		return "unlink_blob"
+	case CmdStartUpload:
+		return "start_upload"
+	case CmdUpdateUpload:
+		return "update_upload"
+	case CmdCompleteUpload:
+		return "complete_upload"
+	case CmdCancelUpload:
+		return "cancel_upload"
+	}
+	return fmt.Sprintf("unknown(%d)", byte(t))
+}
+
+// Command is one change to registry metadata. Only the fields its Type uses
+// are set. Time is stamped by the leader before the command enters the log,
+// so applying it never reads a clock.
+type Command struct {
+	Type CommandType `json:"-"`
+	Time int64       `json:"time,omitempty"`
+
+	Repo   string `json:"repo,omitempty"`
+	Digest string `json:"digest,omitempty"`
+	Tag    string `json:"tag,omitempty"`
+	// Tags to point at Manifest (PutManifest).
+	Tags     []string  `json:"tags,omitempty"`
+	Manifest *Manifest `json:"manifest,omitempty"`
+	// AllowSparse lets a manifest reference blobs and children that are not
+	// in the repository (a node started with --allow-sparse).
+	AllowSparse bool `json:"allowSparse,omitempty"`
+	// From is the source repository of a mount; empty means any repository.
+	From   string  `json:"from,omitempty"`
+	Upload *Upload `json:"upload,omitempty"`
+	// ExpectOffset is the session offset an UpdateUpload or CompleteUpload
+	// was computed against.
+	ExpectOffset int64 `json:"expectOffset,omitempty"`
+	// Blob is the index entry a CompleteUpload creates.
+	Blob *Blob `json:"blob,omitempty"`
+}
+
+// Encode returns the log form: the type byte, then JSON.
+func (c *Command) Encode() ([]byte, error) {
+	body, err := json.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", c.Type, err)
+	}
+	return append([]byte{byte(c.Type)}, body...), nil
+}
+
+// DecodeCommand parses the log form. Unknown types are an error.
+func DecodeCommand(b []byte) (*Command, error) {
+	if len(b) < 1 {
+		return nil, ErrInvalidCommand.WithDetail("empty command")
+	}
+	t := CommandType(b[0])
+	if t < CmdPutManifest || t > CmdCancelUpload {
+		return nil, ErrInvalidCommand.WithDetail(fmt.Sprintf("unknown command type %d", b[0]))
+	}
+	c := &Command{}
+	if err := json.Unmarshal(b[1:], c); err != nil {
+		return nil, ErrInvalidCommand.WithDetail(err.Error())
+	}
+	c.Type = t
+	return c, nil
+}
+
+// Result is what applying a command answered. It crosses nodes when a
+// follower forwards a write, so errors travel as Code and Detail.
+type Result struct {
+	Index  uint64 `json:"index"`
+	Code   Code   `json:"code,omitempty"`
+	Detail string `json:"detail,omitempty"`
+	// Blob is the index entry in force after CompleteUpload or MountBlob;
+	// Deduplicated says the digest was already indexed under another key, so
+	// the uploaded bytes are garbage for the caller to delete.
+	Blob         *Blob `json:"blob,omitempty"`
+	Deduplicated bool  `json:"deduplicated,omitempty"`
+}
+
+// Err returns the result's error, or nil.
+func (r *Result) Err() error { return ErrorFor(r.Code, r.Detail) }
