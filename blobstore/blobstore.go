@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"time"
+
+	"github.com/flotilla/flotilla/meta"
 )
 
 var (
@@ -20,11 +22,9 @@ var (
 // own state (object keys, multipart id, parts, staged tail) as opaque bytes
 // that the caller stores in the state machine between requests. Any node's
 // driver can continue an Upload another node started, provided they share
-// the same backing store.
-type Upload struct {
-	Size  int64
-	State []byte
-}
+// the same backing store. It is meta.BlobUpload, so that api can declare the
+// interface it needs without importing this package.
+type Upload = meta.BlobUpload
 
 // Driver stores blob bytes.
 type Driver interface {

@@ -50,3 +50,13 @@ type Upload struct {
 	Started   int64  `json:"started"`
 	Updated   int64  `json:"updated"`
 }
+
+// BlobUpload is where a blob store upload stands: bytes written so far and
+// the driver's own state (object keys, multipart id, parts, staged tail) as
+// opaque bytes kept in the upload session between requests. It is declared
+// here, beside Upload, so that api can name the blob store's methods without
+// importing blobstore (which aliases it as blobstore.Upload).
+type BlobUpload struct {
+	Size  int64
+	State []byte
+}

@@ -1,0 +1,154 @@
+package raftstore
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/flotilla/flotilla/meta"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Local reads of the state machine. They see what this node has applied;
+// callers that need more (read-your-writes across nodes) wait for a read
+// index first (see Store.ReadIndex and Store.WaitApplied).
+
+// Manifest returns the manifest digest in repo.
+func (s *Store) Manifest(repo, digest string) (*meta.Manifest, error) {
+	var m meta.Manifest
+	err := s.fsm.view(func(tx *bolt.Tx) error {
+		found, err := getJSON(tx.Bucket(bucketManifests), key(repo, digest), &m)
+		if err == nil && !found {
+			err = meta.ErrManifestUnknown.WithDetail(digest)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// Tag returns the digest tag points at in repo.
+func (s *Store) Tag(repo, tag string) (string, error) {
+	var t tagRecord
+	err := s.fsm.view(func(tx *bolt.Tx) error {
+		found, err := getJSON(tx.Bucket(bucketTags), key(repo, tag), &t)
+		if err == nil && !found {
+			err = meta.ErrManifestUnknown.WithDetail(tag)
+		}
+		return err
+	})
+	return t.Digest, err
+}
+
+// RepoExists reports whether anything was ever pushed to repo.
+func (s *Store) RepoExists(repo string) bool {
+	var ok bool
+	_ = s.fsm.view(func(tx *bolt.Tx) error {
+		ok = tx.Bucket(bucketRepos).Get([]byte(repo)) != nil
+		return nil
+	})
+	return ok
+}
+
+// Tags lists up to n tags of repo after last, in lexical order, and whether
+// more follow. n <= 0 means no limit.
+func (s *Store) Tags(repo, last string, n int) ([]string, bool, error) {
+	var out []string
+	more := false
+	err := s.fsm.view(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketRepos).Get([]byte(repo)) == nil {
+			return meta.ErrNameUnknown.WithDetail(repo)
+		}
+		p := prefix(repo)
+		out, more = scanNames(tx.Bucket(bucketTags).Cursor(), p, last, n)
+		return nil
+	})
+	return out, more, err
+}
+
+// Repositories lists up to n repository names after last, and whether more
+// follow.
+func (s *Store) Repositories(last string, n int) ([]string, bool, error) {
+	var out []string
+	more := false
+	err := s.fsm.view(func(tx *bolt.Tx) error {
+		out, more = scanNames(tx.Bucket(bucketRepos).Cursor(), nil, last, n)
+		return nil
+	})
+	return out, more, err
+}
+
+// scanNames walks keys under p (in lexical order), strips p, starts after
+// last and returns at most n names.
+func scanNames(c *bolt.Cursor, p []byte, last string, n int) ([]string, bool) {
+	out := []string{}
+	start := append(bytes.Clone(p), last...)
+	k, _ := c.Seek(start)
+	if k != nil && last != "" && bytes.Equal(k, start) {
+		k, _ = c.Next()
+	}
+	for ; k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
+		if n > 0 && len(out) == n {
+			return out, true
+		}
+		out = append(out, string(k[len(p):]))
+	}
+	return out, false
+}
+
+// Referrers lists the descriptors of manifests in repo whose subject is
+// subject, in digest order.
+func (s *Store) Referrers(repo, subject string) ([]meta.Descriptor, error) {
+	out := []meta.Descriptor{}
+	err := s.fsm.view(func(tx *bolt.Tx) error {
+		p := prefix(repo, subject)
+		c := tx.Bucket(bucketReferrers).Cursor()
+		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+			var d meta.Descriptor
+			if err := json.Unmarshal(v, &d); err != nil {
+				return fmt.Errorf("decode referrer %q: %w", strings.ReplaceAll(string(k), sep, "/"), err)
+			}
+			out = append(out, d)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Blob returns the index entry of digest if it is linked into repo.
+func (s *Store) Blob(repo, digest string) (*meta.Blob, error) {
+	var b meta.Blob
+	err := s.fsm.view(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketLinks).Get(key(repo, digest)) == nil {
+			return meta.ErrBlobUnknown.WithDetail(digest)
+		}
+		found, err := getJSON(tx.Bucket(bucketBlobs), []byte(digest), &b)
+		if err == nil && !found {
+			err = meta.ErrBlobUnknown.WithDetail(digest)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &b, nil
+}
+
+// Upload returns an upload session.
+func (s *Store) Upload(id string) (*meta.Upload, error) {
+	var u meta.Upload
+	err := s.fsm.view(func(tx *bolt.Tx) error {
+		found, err := getJSON(tx.Bucket(bucketUploads), []byte(id), &u)
+		if err == nil && !found {
+			err = meta.ErrUploadUnknown.WithDetail(id)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &u, nil
+}

@@ -1,0 +1,442 @@
+package raftstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/flotilla/flotilla/meta"
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+)
+
+var (
+	// ErrNotLeader: this node cannot apply commands; nothing was appended,
+	// so the command may be sent to the leader.
+	ErrNotLeader = errors.New("raftstore: not the leader")
+	// ErrOutcomeUnknown: the command was handed to raft but leadership was
+	// lost (or the caller gave up) before its outcome was known. It may or
+	// may not have been committed; never report it as success.
+	ErrOutcomeUnknown = errors.New("raftstore: outcome unknown")
+	// ErrClosed: the store is shutting down.
+	ErrClosed = errors.New("raftstore: closed")
+)
+
+// Config configures one node's raft and state machine.
+type Config struct {
+	NodeID string
+	// Dir holds raft.db (log and stable store), snapshots/ and fsm.db.
+	Dir string
+	// BindAddr is the raft TCP listen address; AdvertiseAddr what peers dial
+	// (defaults to BindAddr).
+	BindAddr      string
+	AdvertiseAddr string
+	// Bootstrap makes a node with no raft state form a one-node cluster.
+	Bootstrap bool
+	// Nonvoter is recorded for status; joining as non-voter is the leader's call.
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	TrailingLogs      uint64
+	HeartbeatTimeout  time.Duration
+	ElectionTimeout   time.Duration
+	// LogLevel for raft's own logger (default INFO).
+	LogLevel string
+	Logger   *slog.Logger
+}
+
+func (c *Config) withDefaults() Config {
+	out := *c
+	if out.SnapshotThreshold == 0 {
+		out.SnapshotThreshold = 8192
+	}
+	if out.SnapshotInterval == 0 {
+		out.SnapshotInterval = 2 * time.Minute
+	}
+	if out.TrailingLogs == 0 {
+		out.TrailingLogs = 10240
+	}
+	if out.HeartbeatTimeout == 0 {
+		out.HeartbeatTimeout = time.Second
+	}
+	if out.ElectionTimeout == 0 {
+		out.ElectionTimeout = time.Second
+	}
+	if out.LogLevel == "" {
+		out.LogLevel = "INFO"
+	}
+	if out.AdvertiseAddr == "" {
+		out.AdvertiseAddr = out.BindAddr
+	}
+	if out.Logger == nil {
+		out.Logger = slog.Default()
+	}
+	return out
+}
+
+// Store is one node's raft plus its state machine.
+type Store struct {
+	cfg       Config
+	logger    *slog.Logger
+	raft      *raft.Raft
+	fsm       *fsm
+	logStore  *raftboltdb.BoltStore
+	transport *raft.NetworkTransport
+	snapshots *raft.FileSnapshotStore
+
+	readyTerm atomic.Uint64 // term in which this leader's Barrier completed
+	readyCh   chan struct{} // closed and replaced when readyTerm changes
+	readyMu   sync.Mutex
+
+	reads *readBatcher
+
+	closeOnce sync.Once
+	done      chan struct{}
+	wg        sync.WaitGroup
+}
+
+// Open starts raft and the state machine.
+func Open(ctx context.Context, c Config) (*Store, error) {
+	cfg := c.withDefaults()
+	if cfg.NodeID == "" || cfg.Dir == "" || cfg.BindAddr == "" {
+		return nil, errors.New("raftstore: NodeID, Dir and BindAddr are required")
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
+		return nil, fmt.Errorf("raftstore: %w", err)
+	}
+	s := &Store{cfg: cfg, logger: cfg.Logger, readyCh: make(chan struct{}), done: make(chan struct{})}
+	var err error
+	if s.fsm, err = openFSM(filepath.Join(cfg.Dir, "fsm.db"), cfg.Logger); err != nil {
+		return nil, err
+	}
+	hlog := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.LevelFromString(cfg.LogLevel),
+		Output: os.Stderr, JSONFormat: true})
+	if s.logStore, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "raft.db")}); err != nil {
+		s.fsm.close()
+		return nil, fmt.Errorf("raftstore: log store: %w", err)
+	}
+	if s.snapshots, err = raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, hlog); err != nil {
+		s.closeStores()
+		return nil, fmt.Errorf("raftstore: snapshot store: %w", err)
+	}
+	if err := s.catchUpFromSnapshot(); err != nil {
+		s.closeStores()
+		return nil, err
+	}
+	adv, err := net.ResolveTCPAddr("tcp", cfg.AdvertiseAddr)
+	if err != nil {
+		s.closeStores()
+		return nil, fmt.Errorf("raftstore: advertise address %q: %w", cfg.AdvertiseAddr, err)
+	}
+	if s.transport, err = raft.NewTCPTransportWithLogger(cfg.BindAddr, adv, 5, 10*time.Second, hlog); err != nil {
+		s.closeStores()
+		return nil, fmt.Errorf("raftstore: transport: %w", err)
+	}
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.Logger = hlog
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	rc.TrailingLogs = cfg.TrailingLogs
+	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.HeartbeatTimeout / 2
+	rc.NoSnapshotRestoreOnStart = true // the state machine is durable on its own
+	notify := make(chan bool, 16)
+	rc.NotifyCh = notify
+
+	existing, err := raft.HasExistingState(s.logStore, s.logStore, s.snapshots)
+	if err != nil {
+		s.closeStores()
+		return nil, fmt.Errorf("raftstore: %w", err)
+	}
+	if s.raft, err = raft.NewRaft(rc, s.fsm, s.logStore, s.logStore, s.snapshots, s.transport); err != nil {
+		s.closeStores()
+		return nil, fmt.Errorf("raftstore: %w", err)
+	}
+	if !existing && cfg.Bootstrap {
+		f := s.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
+			Suffrage: raft.Voter, ID: rc.LocalID, Address: raft.ServerAddress(cfg.AdvertiseAddr)}}})
+		if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			s.Close()
+			return nil, fmt.Errorf("raftstore: bootstrap: %w", err)
+		}
+	}
+	s.reads = newReadBatcher(s)
+	s.wg.Add(2)
+	go s.watchLeadership(notify)
+	go s.reads.run(s.done, &s.wg)
+	return s, nil
+}
+
+// catchUpFromSnapshot restores the newest snapshot when the state file is
+// behind it (a lost or replaced fsm.db): raft is told not to restore on start.
+func (s *Store) catchUpFromSnapshot() error {
+	list, err := s.snapshots.List()
+	if err != nil || len(list) == 0 {
+		return err
+	}
+	if list[0].Index <= s.fsm.applied.get() {
+		return nil
+	}
+	_, rc, err := s.snapshots.Open(list[0].ID)
+	if err != nil {
+		return fmt.Errorf("raftstore: open snapshot: %w", err)
+	}
+	s.logger.Warn("state file behind newest snapshot, restoring", "snapshot", list[0].ID,
+		"snapshot_index", list[0].Index, "applied", s.fsm.applied.get())
+	return s.fsm.Restore(rc)
+}
+
+func (s *Store) closeStores() {
+	if s.logStore != nil {
+		s.logStore.Close()
+	}
+	s.fsm.close()
+}
+
+// watchLeadership runs a Barrier whenever this node becomes leader; only
+// then does it accept writes and serve read indexes in the new term.
+func (s *Store) watchLeadership(notify <-chan bool) {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.done:
+			return
+		case leader := <-notify:
+			if !leader {
+				s.setReadyTerm(0)
+				continue
+			}
+			term := s.raft.CurrentTerm()
+			if err := s.raft.Barrier(0).Error(); err != nil {
+				s.logger.Warn("barrier after election failed", "term", term, "err", err)
+				continue
+			}
+			if s.raft.State() == raft.Leader && s.raft.CurrentTerm() == term {
+				s.logger.Info("leader ready", "term", term, "applied", s.fsm.applied.get())
+				s.setReadyTerm(term)
+			}
+		}
+	}
+}
+
+func (s *Store) setReadyTerm(t uint64) {
+	s.readyMu.Lock()
+	defer s.readyMu.Unlock()
+	s.readyTerm.Store(t)
+	close(s.readyCh)
+	s.readyCh = make(chan struct{})
+}
+
+// leaderReady reports whether this node is leader and has completed the
+// Barrier of its current term.
+func (s *Store) leaderReady() bool {
+	t := s.readyTerm.Load()
+	return t != 0 && s.raft.State() == raft.Leader && s.raft.CurrentTerm() == t
+}
+
+// awaitLeaderReady waits while this node is leader but its Barrier has not
+// completed; it fails at once with ErrNotLeader on a non-leader.
+func (s *Store) awaitLeaderReady(ctx context.Context) error {
+	for {
+		if s.leaderReady() {
+			return nil
+		}
+		if s.raft.State() != raft.Leader {
+			return ErrNotLeader
+		}
+		s.readyMu.Lock()
+		ch := s.readyCh
+		s.readyMu.Unlock()
+		select {
+		case <-ch:
+		case <-time.After(20 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.done:
+			return ErrClosed
+		}
+	}
+}
+
+// Apply stamps c with the leader's clock, commits it and returns what the
+// state machine answered. Only the leader applies: elsewhere it returns
+// ErrNotLeader without side effects.
+func (s *Store) Apply(ctx context.Context, c *meta.Command) (*meta.Result, error) {
+	if err := s.awaitLeaderReady(ctx); err != nil {
+		return nil, err
+	}
+	c.Time = time.Now().UnixNano()
+	data, err := c.Encode()
+	if err != nil {
+		return nil, err
+	}
+	f := s.raft.Apply(data, 0)
+	errc := make(chan error, 1)
+	go func() { errc <- f.Error() }()
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %v", ErrOutcomeUnknown, ctx.Err())
+	}
+	switch {
+	case err == nil:
+	case errors.Is(err, raft.ErrNotLeader):
+		return nil, ErrNotLeader
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return nil, ErrClosed
+	default:
+		return nil, fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)
+	}
+	res, ok := f.Response().(*meta.Result)
+	if !ok {
+		return nil, fmt.Errorf("raftstore: unexpected response %T", f.Response())
+	}
+	return res, nil
+}
+
+// AppliedIndex is the index of the last entry applied to the state machine.
+func (s *Store) AppliedIndex() uint64 { return s.fsm.applied.get() }
+
+// CommitIndex is raft's commit index as this node knows it.
+func (s *Store) CommitIndex() uint64 { return s.raft.CommitIndex() }
+
+// WaitApplied blocks until the state machine has applied index.
+func (s *Store) WaitApplied(ctx context.Context, index uint64) error {
+	return s.fsm.applied.wait(ctx, index)
+}
+
+// ReadIndex is the leader's read index: an index such that every write
+// acknowledged before the call is at or below it. Concurrent callers share
+// one leadership confirmation. It fails with ErrNotLeader elsewhere.
+func (s *Store) ReadIndex(ctx context.Context) (uint64, error) {
+	return s.reads.readIndex(ctx)
+}
+
+// IsLeader reports whether this node is the leader ready to serve.
+func (s *Store) IsLeader() bool { return s.leaderReady() }
+
+// Leader returns the leader's raft address and id, empty when unknown.
+func (s *Store) Leader() (addr, id string) {
+	a, i := s.raft.LeaderWithID()
+	return string(a), string(i)
+}
+
+// State is raft's state name: Leader, Follower, Candidate, Shutdown.
+func (s *Store) State() string { return s.raft.State().String() }
+
+// Server is one member of the raft configuration.
+type Server struct {
+	ID      string
+	Address string
+	Voter   bool
+}
+
+// Servers returns the current raft configuration.
+func (s *Store) Servers() ([]Server, error) {
+	f := s.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, err
+	}
+	var out []Server
+	for _, srv := range f.Configuration().Servers {
+		out = append(out, Server{ID: string(srv.ID), Address: string(srv.Address), Voter: srv.Suffrage == raft.Voter})
+	}
+	return out, nil
+}
+
+// AddServer adds a voter or non-voter (leader only).
+func (s *Store) AddServer(ctx context.Context, id, addr string, voter bool) error {
+	if err := s.awaitLeaderReady(ctx); err != nil {
+		return err
+	}
+	var f raft.IndexFuture
+	if voter {
+		f = s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, 0)
+	} else {
+		f = s.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, 0)
+	}
+	return mapRaftErr(f.Error())
+}
+
+// RemoveServer removes a member (leader only).
+func (s *Store) RemoveServer(ctx context.Context, id string) error {
+	if err := s.awaitLeaderReady(ctx); err != nil {
+		return err
+	}
+	return mapRaftErr(s.raft.RemoveServer(raft.ServerID(id), 0, 0).Error())
+}
+
+// TransferLeadership hands leadership to id, or to any voter when id is "".
+func (s *Store) TransferLeadership(id, addr string) error {
+	var f raft.Future
+	if id == "" {
+		f = s.raft.LeadershipTransfer()
+	} else {
+		f = s.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr))
+	}
+	return mapRaftErr(f.Error())
+}
+
+func mapRaftErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, raft.ErrNotLeader):
+		return ErrNotLeader
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return ErrClosed
+	}
+	return err
+}
+
+// Snapshot forces a raft snapshot now.
+func (s *Store) Snapshot() error {
+	err := s.raft.Snapshot().Error()
+	if errors.Is(err, raft.ErrNothingNewToSnapshot) {
+		return nil
+	}
+	return err
+}
+
+// Backup writes a consistent copy of the whole state machine to w (the
+// bbolt file as of one read transaction): `flotilla snapshot save`.
+func (s *Store) Backup(w io.Writer) (uint64, error) {
+	snap, err := s.fsm.Snapshot()
+	if err != nil {
+		return 0, err
+	}
+	defer snap.Release()
+	tx := snap.(*fsmSnapshot).tx
+	idx := appliedIn(tx)
+	_, err = tx.WriteTo(w)
+	return idx, err
+}
+
+// Close shuts raft down and closes the stores, in order: stop taking
+// work, stop raft (which stops applying), then close the files.
+func (s *Store) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		close(s.done)
+		if s.raft != nil {
+			err = s.raft.Shutdown().Error()
+		}
+		s.wg.Wait()
+		if s.transport != nil {
+			s.transport.Close()
+		}
+		s.closeStores()
+	})
+	return err
+}
