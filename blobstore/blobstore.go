@@ -55,3 +55,11 @@ type Driver interface {
 	// Name identifies the driver in logs and status ("fs", "s3").
 	Name() string
 }
+
+// Lister is implemented by drivers that can enumerate what they store:
+// every object key and anything an unfinished upload staged (as the driver
+// names it). It walks everything, so it is for tests and diagnostics, never
+// for request paths (GC marks from the state machine, not from a listing).
+type Lister interface {
+	List(ctx context.Context) ([]string, error)
+}

@@ -1,0 +1,888 @@
+package blobstore
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+)
+
+const (
+	// DefaultS3PartSize is the multipart part size when S3Config.PartSize is 0.
+	DefaultS3PartSize = 16 << 20
+	// MinS3PartSize is the smallest part S3 accepts (except the last one).
+	MinS3PartSize = 5 << 20
+	// maxS3PartSize is the largest part S3 accepts.
+	maxS3PartSize = 5 << 30
+	// maxS3Parts is the largest part number S3 accepts; with the default
+	// part size a blob may reach 10000 * 16 MiB = 156 GiB.
+	maxS3Parts = 10000
+)
+
+// S3Config configures the S3 driver.
+type S3Config struct {
+	// Endpoint is "host:port" or a URL ("https://host:port"); a URL's scheme
+	// wins over Insecure. Empty means AWS ("s3.amazonaws.com").
+	Endpoint string
+	Bucket   string
+	// Region; empty falls back to $AWS_REGION, then to what the endpoint
+	// reports for the bucket.
+	Region string
+	// AccessKey and SecretKey; when both are empty the credentials come from
+	// the usual chain: $AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY
+	// (+$AWS_SESSION_TOKEN), $MINIO_ROOT_USER/..., ~/.aws/credentials, then
+	// the EC2/ECS/EKS metadata service.
+	AccessKey string
+	SecretKey string
+	// Insecure talks plain http.
+	Insecure bool
+	// Prefix is prepended to every object name; it is normalised to end with
+	// "/" ("registry" and "registry/" both give "registry/blobs/<id>").
+	// Keys handed out by the driver (Complete, List) do not include it.
+	Prefix string
+	// PartSize of multipart uploads; 0 means DefaultS3PartSize. At least
+	// MinS3PartSize. Nodes sharing a bucket may use different part sizes.
+	PartSize int64
+	// PublicEndpoint, when set, is the endpoint (same forms as Endpoint)
+	// written into presigned URLs, e.g. a region-local or public name of the
+	// same storage. It is used only to sign, never contacted.
+	PublicEndpoint string
+}
+
+// S3 stores blobs in an S3-compatible bucket.
+//
+// Object names: "<prefix>blobs/<id>" is the blob of a multipart upload (or
+// of an empty one); "<prefix>blobs/<id>.tail.<offset>.<random>" holds the
+// bytes of an unfinished upload that do not fill a part yet. A blob that
+// never reached one part is its last tail object: Complete returns that key
+// and copies nothing.
+//
+// Memory: each Append holds at most two part buffers (2 * PartSize: one
+// being filled from the request while the previous one is uploaded), each
+// Complete at most one (to send the tail as the last part), plus minio-go's
+// and net/http's small per-request buffers. Buffers are pooled per driver.
+type S3 struct {
+	client   *minio.Client
+	core     *minio.Core
+	signer   *minio.Client // signs presigned URLs; client unless PublicEndpoint is set
+	bucket   string
+	prefix   string
+	partSize int64
+	bufs     sync.Pool // *[]byte of len partSize
+	log      *slog.Logger
+}
+
+// s3State is the driver's part of an Upload. Keys are relative to the prefix.
+type s3State struct {
+	V        int      `json:"v"`
+	ID       string   `json:"id"`
+	Object   string   `json:"object"`              // final key when multipart (or empty blob)
+	UploadID string   `json:"upload_id,omitempty"` // multipart upload, once a part was cut
+	Parts    []s3Part `json:"parts,omitempty"`
+	Tail     string   `json:"tail,omitempty"` // bytes after the parts, < one part
+	TailSize int64    `json:"tail_size,omitempty"`
+}
+
+type s3Part struct {
+	N    int    `json:"n"`
+	ETag string `json:"etag"`
+	Size int64  `json:"size"`
+}
+
+const s3StateVersion = 1
+
+var _ Driver = (*S3)(nil)
+var _ Lister = (*S3)(nil)
+
+// NewS3 connects to the bucket, creating it when missing.
+func NewS3(ctx context.Context, cfg S3Config, logger *slog.Logger) (*S3, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	if cfg.Bucket == "" {
+		return nil, errors.New("blobstore s3: bucket is required")
+	}
+	partSize := cfg.PartSize
+	if partSize == 0 {
+		partSize = DefaultS3PartSize
+	}
+	if partSize < MinS3PartSize || partSize > maxS3PartSize {
+		return nil, fmt.Errorf("blobstore s3: part size %d outside [%d, %d]", partSize, MinS3PartSize, maxS3PartSize)
+	}
+	host, secure, err := parseS3Endpoint(cfg.Endpoint, cfg.Insecure)
+	if err != nil {
+		return nil, err
+	}
+	region := cfg.Region
+	if region == "" {
+		region = os.Getenv("AWS_REGION")
+	}
+	creds := s3Credentials(cfg)
+	client, err := minio.New(host, &minio.Options{Creds: creds, Secure: secure, Region: region})
+	if err != nil {
+		return nil, fmt.Errorf("blobstore s3: %w", err)
+	}
+	s := &S3{
+		client:   client,
+		core:     &minio.Core{Client: client},
+		signer:   client,
+		bucket:   cfg.Bucket,
+		prefix:   normalizePrefix(cfg.Prefix),
+		partSize: partSize,
+		log:      logger.With("driver", "s3", "bucket", cfg.Bucket),
+	}
+	s.bufs.New = func() any {
+		b := make([]byte, partSize)
+		return &b
+	}
+	if err := s.ensureBucket(ctx, region); err != nil {
+		return nil, err
+	}
+	if cfg.PublicEndpoint != "" {
+		pubHost, pubSecure, err := parseS3Endpoint(cfg.PublicEndpoint, cfg.Insecure)
+		if err != nil {
+			return nil, err
+		}
+		if region == "" {
+			// The signer never talks to its endpoint, so it cannot look the
+			// region up itself.
+			region, err = client.GetBucketLocation(ctx, cfg.Bucket)
+			if err != nil {
+				return nil, fmt.Errorf("blobstore s3: bucket location: %w", err)
+			}
+			if region == "" {
+				region = "us-east-1"
+			}
+		}
+		s.signer, err = minio.New(pubHost, &minio.Options{Creds: creds, Secure: pubSecure, Region: region})
+		if err != nil {
+			return nil, fmt.Errorf("blobstore s3: public endpoint: %w", err)
+		}
+	}
+	s.log.Info("s3 blob store ready", "endpoint", host, "secure", secure, "prefix", s.prefix, "part_size", partSize)
+	return s, nil
+}
+
+func s3Credentials(cfg S3Config) *credentials.Credentials {
+	if cfg.AccessKey != "" || cfg.SecretKey != "" {
+		return credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, "")
+	}
+	return credentials.NewChainCredentials([]credentials.Provider{
+		&credentials.EnvAWS{},
+		&credentials.EnvMinio{},
+		&credentials.FileAWSCredentials{},
+		&credentials.IAM{},
+	})
+}
+
+// parseS3Endpoint accepts "host:port" or "http(s)://host:port".
+func parseS3Endpoint(ep string, insecure bool) (host string, secure bool, err error) {
+	if ep == "" {
+		return "s3.amazonaws.com", !insecure, nil
+	}
+	if !strings.Contains(ep, "://") {
+		return ep, !insecure, nil
+	}
+	u, err := url.Parse(ep)
+	if err != nil {
+		return "", false, fmt.Errorf("blobstore s3: endpoint %q: %w", ep, err)
+	}
+	if u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+		return "", false, fmt.Errorf("blobstore s3: endpoint %q: want host:port or scheme://host:port", ep)
+	}
+	switch u.Scheme {
+	case "http":
+		return u.Host, false, nil
+	case "https":
+		return u.Host, true, nil
+	}
+	return "", false, fmt.Errorf("blobstore s3: endpoint %q: scheme must be http or https", ep)
+}
+
+func normalizePrefix(p string) string {
+	p = strings.Trim(p, "/")
+	if p == "" {
+		return ""
+	}
+	return p + "/"
+}
+
+func (s *S3) ensureBucket(ctx context.Context, region string) error {
+	ok, err := s.client.BucketExists(ctx, s.bucket)
+	if err != nil {
+		return fmt.Errorf("blobstore s3: bucket %q: %w", s.bucket, err)
+	}
+	if ok {
+		return nil
+	}
+	err = s.client.MakeBucket(ctx, s.bucket, minio.MakeBucketOptions{Region: region})
+	if err != nil {
+		switch minio.ToErrorResponse(err).Code {
+		case minio.BucketAlreadyOwnedByYou, minio.BucketAlreadyExists:
+			// Another node created it meanwhile; make sure we can see it.
+			if ok, err2 := s.client.BucketExists(ctx, s.bucket); err2 == nil && ok {
+				return nil
+			}
+		}
+		return fmt.Errorf("blobstore s3: create bucket %q: %w", s.bucket, err)
+	}
+	s.log.Info("created bucket", "region", region)
+	return nil
+}
+
+func (s *S3) Name() string { return "s3" }
+
+// PartSize is the size of every multipart part but the last.
+func (s *S3) PartSize() int64 { return s.partSize }
+
+func (s *S3) object(key string) string { return s.prefix + key }
+
+func (s *S3) getBuf() *[]byte { return s.bufs.Get().(*[]byte) }
+
+// putBuf returns a buffer to the pool. Only call it once nothing can read
+// the buffer any more: after a failed request net/http may still be
+// reading the body in another goroutine, so such buffers are dropped.
+func (s *S3) putBuf(b *[]byte) { s.bufs.Put(b) }
+
+// tailPrefix is the key prefix of every tail object of upload id.
+func tailPrefix(id string) string { return "blobs/" + id + ".tail." }
+
+func validUploadID(id string) bool {
+	return id != "" && len(id) <= 200 && !strings.ContainsAny(id, "/\\.") &&
+		!strings.ContainsFunc(id, func(r rune) bool { return r < 0x20 || r == 0x7f })
+}
+
+func (s *S3) decode(u Upload) (*s3State, error) {
+	var st s3State
+	if err := json.Unmarshal(u.State, &st); err != nil {
+		return nil, ErrCorruptState
+	}
+	if st.V != s3StateVersion || !validUploadID(st.ID) || st.Object != "blobs/"+st.ID {
+		return nil, ErrCorruptState
+	}
+	if (st.Tail == "") != (st.TailSize == 0) || st.TailSize < 0 ||
+		(st.Tail != "" && !strings.HasPrefix(st.Tail, tailPrefix(st.ID))) {
+		return nil, ErrCorruptState
+	}
+	if (st.UploadID == "") != (len(st.Parts) == 0) {
+		return nil, ErrCorruptState
+	}
+	size := st.TailSize
+	for i, p := range st.Parts {
+		if p.N != i+1 || p.Size <= 0 || p.ETag == "" {
+			return nil, ErrCorruptState
+		}
+		size += p.Size
+	}
+	if size != u.Size {
+		return nil, ErrCorruptState
+	}
+	return &st, nil
+}
+
+func (st *s3State) encode() []byte {
+	b, err := json.Marshal(st)
+	if err != nil {
+		panic(err) // plain struct: cannot fail
+	}
+	return b
+}
+
+func (st *s3State) clone() *s3State {
+	c := *st
+	c.Parts = slices.Clone(st.Parts)
+	return &c
+}
+
+func (s *S3) StartUpload(ctx context.Context, id string) (Upload, error) {
+	if !validUploadID(id) {
+		return Upload{}, fmt.Errorf("blobstore s3: invalid upload id %q", id)
+	}
+	st := s3State{V: s3StateVersion, ID: id, Object: "blobs/" + id}
+	return Upload{State: st.encode()}, nil
+}
+
+// Append streams the old tail followed by r, uploads every full part and
+// writes the rest as a new tail object under a fresh key. Nothing u refers
+// to is changed, so u stays valid whatever happens.
+func (s *S3) Append(ctx context.Context, u Upload, r io.Reader) (Upload, error) {
+	st, err := s.decode(u)
+	if err != nil {
+		return u, err
+	}
+	counted := &countingReader{r: r}
+	var src io.Reader = counted
+	if st.Tail != "" {
+		tail, err := s.openTail(ctx, st)
+		if err != nil {
+			return u, err
+		}
+		defer tail.Close()
+		src = io.MultiReader(tail, counted)
+	}
+
+	next := st.clone()
+	next.Tail, next.TailSize = "", 0
+	up := s.startPartUploader(ctx, next)
+	var rest *[]byte // last, partial buffer: the new tail
+	var restN int
+	var readErr error
+	for {
+		if up.ctx.Err() != nil {
+			break // the uploader failed; its error is reported below
+		}
+		buf := s.getBuf()
+		n, err := fill(src, *buf)
+		if err != nil {
+			readErr = fmt.Errorf("blobstore s3: append: %w", err)
+			break
+		}
+		if n == len(*buf) {
+			if !up.send(buf) {
+				break
+			}
+			continue // at EOF the next fill returns 0 bytes
+		}
+		// n < len(*buf): src is at EOF; the rest is the new tail.
+		rest, restN = buf, n
+		break
+	}
+	upErr := up.finish()
+	if err := errors.Join(readErr, upErr); err != nil {
+		if rest != nil {
+			s.putBuf(rest)
+		}
+		s.abandon(ctx, st, next)
+		return u, err
+	}
+	if counted.n == 0 && len(next.Parts) == len(st.Parts) {
+		// Nothing new: keep the old tail rather than copying it.
+		if rest != nil {
+			s.putBuf(rest)
+		}
+		return u, nil
+	}
+	if restN > 0 {
+		next.Tail = tailPrefix(next.ID) + strconv.FormatInt(u.Size+counted.n-int64(restN), 10) + "." + randomHex(8)
+		next.TailSize = int64(restN)
+		_, err := s.core.PutObject(ctx, s.bucket, s.object(next.Tail), bytes.NewReader((*rest)[:restN]), int64(restN), "", "", minio.PutObjectOptions{})
+		if err != nil {
+			s.abandon(ctx, st, next)
+			return u, fmt.Errorf("blobstore s3: write tail: %w", err)
+		}
+	}
+	if rest != nil {
+		s.putBuf(rest)
+	}
+	s.log.DebugContext(ctx, "append", "upload", st.ID, "size", u.Size+counted.n, "parts", len(next.Parts), "tail", next.TailSize)
+	return Upload{Size: u.Size + counted.n, State: next.encode()}, nil
+}
+
+// abandon cleans up after a failed Append: a multipart upload it created
+// (prev had none) is aborted. Parts it added to prev's multipart upload are
+// harmless: a later Append overwrites those part numbers and Complete lists
+// only the parts its state knows. Best effort; Complete and Abort sweep
+// whatever is left.
+func (s *S3) abandon(ctx context.Context, prev, next *s3State) {
+	if prev.UploadID != "" || next.UploadID == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := s.core.AbortMultipartUpload(ctx, s.bucket, s.object(next.Object), next.UploadID); err != nil {
+		s.log.WarnContext(ctx, "abort multipart upload of failed append", "upload", next.ID, "err", err)
+	}
+}
+
+// openTail streams the tail object of st and fails unless it yields
+// exactly st.TailSize bytes.
+func (s *S3) openTail(ctx context.Context, st *s3State) (io.ReadCloser, error) {
+	body, info, _, err := s.core.GetObject(ctx, s.bucket, s.object(st.Tail), minio.GetObjectOptions{})
+	if err != nil {
+		if minio.ToErrorResponse(err).Code == minio.NoSuchKey {
+			return nil, fmt.Errorf("blobstore s3: tail of upload %s is gone: %w", st.ID, ErrNotFound)
+		}
+		return nil, fmt.Errorf("blobstore s3: read tail: %w", err)
+	}
+	if info.Size != st.TailSize {
+		body.Close()
+		return nil, fmt.Errorf("blobstore s3: tail of upload %s has %d bytes, state says %d: %w", st.ID, info.Size, st.TailSize, ErrCorruptState)
+	}
+	return &exactReader{ReadCloser: body, left: st.TailSize}, nil
+}
+
+// partUploader uploads full parts in its own goroutine so that the next
+// part is read while the previous one is sent. The channel is unbuffered:
+// at most one buffer is being uploaded while the caller fills another.
+type partUploader struct {
+	s      *S3
+	st     *s3State // written only by the goroutine until done is closed
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	jobs   chan *[]byte
+	done   chan struct{}
+	err    error
+}
+
+func (s *S3) startPartUploader(ctx context.Context, st *s3State) *partUploader {
+	ctx, cancel := context.WithCancelCause(ctx)
+	p := &partUploader{s: s, st: st, ctx: ctx, cancel: cancel, jobs: make(chan *[]byte), done: make(chan struct{})}
+	go p.run()
+	return p
+}
+
+// send hands a full buffer over; false when the uploader has failed (the
+// buffer is then dropped).
+func (p *partUploader) send(buf *[]byte) bool {
+	select {
+	case p.jobs <- buf:
+		return true
+	case <-p.ctx.Done():
+		return false
+	}
+}
+
+// finish waits for the parts sent so far and returns the first error.
+func (p *partUploader) finish() error {
+	close(p.jobs)
+	<-p.done
+	p.cancel(nil)
+	return p.err
+}
+
+func (p *partUploader) run() {
+	defer close(p.done)
+	for buf := range p.jobs {
+		if p.err != nil {
+			continue
+		}
+		if err := p.upload(buf); err != nil {
+			p.err = err
+			p.cancel(err)
+			continue
+		}
+		p.s.putBuf(buf)
+	}
+}
+
+func (p *partUploader) upload(buf *[]byte) error {
+	s, st := p.s, p.st
+	n := len(st.Parts) + 1
+	if n > maxS3Parts {
+		return fmt.Errorf("blobstore s3: upload %s exceeds %d parts of %d bytes", st.ID, maxS3Parts, s.partSize)
+	}
+	if st.UploadID == "" {
+		id, err := s.core.NewMultipartUpload(p.ctx, s.bucket, s.object(st.Object), minio.PutObjectOptions{})
+		if err != nil {
+			return fmt.Errorf("blobstore s3: start multipart upload: %w", err)
+		}
+		st.UploadID = id
+	}
+	part, err := s.core.PutObjectPart(p.ctx, s.bucket, s.object(st.Object), st.UploadID, n,
+		bytes.NewReader(*buf), int64(len(*buf)), minio.PutObjectPartOptions{})
+	if err != nil {
+		return fmt.Errorf("blobstore s3: upload part %d: %w", n, err)
+	}
+	st.Parts = append(st.Parts, s3Part{N: n, ETag: part.ETag, Size: int64(len(*buf))})
+	return nil
+}
+
+func (s *S3) Committed(ctx context.Context, prev, next Upload) error {
+	p, err := s.decode(prev)
+	if err != nil {
+		return err
+	}
+	n, err := s.decode(next)
+	if err != nil {
+		return err
+	}
+	if p.ID != n.ID {
+		return fmt.Errorf("blobstore s3: committed states of different uploads: %w", ErrCorruptState)
+	}
+	var errs []error
+	if p.Tail != "" && p.Tail != n.Tail {
+		if err := s.client.RemoveObject(ctx, s.bucket, s.object(p.Tail), minio.RemoveObjectOptions{}); err != nil {
+			errs = append(errs, fmt.Errorf("blobstore s3: delete old tail: %w", err))
+		}
+	}
+	if p.UploadID != "" && p.UploadID != n.UploadID {
+		if err := s.abortMultipart(ctx, p.Object, p.UploadID); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *S3) abortMultipart(ctx context.Context, key, uploadID string) error {
+	err := s.core.AbortMultipartUpload(ctx, s.bucket, s.object(key), uploadID)
+	if err != nil && minio.ToErrorResponse(err).Code != minio.NoSuchUpload {
+		return fmt.Errorf("blobstore s3: abort multipart upload: %w", err)
+	}
+	return nil
+}
+
+func (s *S3) Complete(ctx context.Context, u Upload) (string, error) {
+	st, err := s.decode(u)
+	if err != nil {
+		return "", err
+	}
+	if st.UploadID == "" {
+		if st.Tail != "" {
+			// The blob is the tail object itself.
+			size, err := s.Stat(ctx, st.Tail)
+			if err != nil {
+				return "", err
+			}
+			if size != st.TailSize {
+				return "", fmt.Errorf("blobstore s3: tail of upload %s has %d bytes, state says %d: %w", st.ID, size, st.TailSize, ErrCorruptState)
+			}
+			if err := s.sweep(ctx, st, st.Tail); err != nil {
+				return "", err
+			}
+			return st.Tail, nil
+		}
+		_, err := s.core.PutObject(ctx, s.bucket, s.object(st.Object), bytes.NewReader(nil), 0, "", "", minio.PutObjectOptions{})
+		if err != nil {
+			return "", fmt.Errorf("blobstore s3: write empty blob: %w", err)
+		}
+		if err := s.sweep(ctx, st, st.Object); err != nil {
+			return "", err
+		}
+		return st.Object, nil
+	}
+
+	// A retry after the multipart upload was completed finds the object.
+	if size, err := s.Stat(ctx, st.Object); err == nil && size == u.Size {
+		return st.Object, s.sweep(ctx, st, st.Object)
+	} else if err != nil && !errors.Is(err, ErrNotFound) {
+		return "", err
+	}
+
+	parts := make([]minio.CompletePart, 0, len(st.Parts)+1)
+	for _, p := range st.Parts {
+		parts = append(parts, minio.CompletePart{PartNumber: p.N, ETag: p.ETag})
+	}
+	if st.Tail != "" {
+		p, err := s.uploadTailPart(ctx, st)
+		if err != nil {
+			return "", err
+		}
+		parts = append(parts, p)
+	}
+	_, err = s.core.CompleteMultipartUpload(ctx, s.bucket, s.object(st.Object), st.UploadID, parts, minio.PutObjectOptions{})
+	if err != nil {
+		if minio.ToErrorResponse(err).Code == minio.NoSuchUpload {
+			// Completed concurrently by another node?
+			if size, err2 := s.Stat(ctx, st.Object); err2 == nil && size == u.Size {
+				return st.Object, s.sweep(ctx, st, st.Object)
+			}
+			return "", fmt.Errorf("blobstore s3: multipart upload of %s is gone: %w", st.ID, ErrNotFound)
+		}
+		return "", fmt.Errorf("blobstore s3: complete multipart upload: %w", err)
+	}
+	if size, err := s.Stat(ctx, st.Object); err != nil {
+		return "", err
+	} else if size != u.Size {
+		return "", fmt.Errorf("blobstore s3: completed %s has %d bytes, want %d: %w", st.Object, size, u.Size, ErrCorruptState)
+	}
+	if err := s.sweep(ctx, st, st.Object); err != nil {
+		return "", err
+	}
+	return st.Object, nil
+}
+
+// uploadTailPart sends the tail as the last part (any size is fine there).
+func (s *S3) uploadTailPart(ctx context.Context, st *s3State) (minio.CompletePart, error) {
+	tail, err := s.openTail(ctx, st)
+	if err != nil {
+		return minio.CompletePart{}, err
+	}
+	defer tail.Close()
+	var buf *[]byte
+	var data []byte
+	if st.TailSize <= s.partSize {
+		buf = s.getBuf()
+		data = (*buf)[:st.TailSize]
+	} else {
+		// Written by a node with a larger part size.
+		data = make([]byte, st.TailSize)
+	}
+	if _, err := io.ReadFull(tail, data); err != nil {
+		if buf != nil {
+			s.putBuf(buf)
+		}
+		return minio.CompletePart{}, fmt.Errorf("blobstore s3: read tail: %w", err)
+	}
+	n := len(st.Parts) + 1
+	part, err := s.core.PutObjectPart(ctx, s.bucket, s.object(st.Object), st.UploadID, n,
+		bytes.NewReader(data), st.TailSize, minio.PutObjectPartOptions{})
+	if err != nil {
+		return minio.CompletePart{}, fmt.Errorf("blobstore s3: upload last part: %w", err)
+	}
+	if buf != nil {
+		s.putBuf(buf)
+	}
+	return minio.CompletePart{PartNumber: n, ETag: part.ETag}, nil
+}
+
+// sweep deletes everything upload st staged except keep: every tail object
+// (including those of appends whose state was never committed) and every
+// unfinished multipart upload of its object.
+func (s *S3) sweep(ctx context.Context, st *s3State, keep string) error {
+	var errs []error
+	tails, err := s.listObjects(ctx, s.object(tailPrefix(st.ID)))
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, obj := range tails {
+		if obj == s.object(keep) {
+			continue
+		}
+		if err := s.client.RemoveObject(ctx, s.bucket, obj, minio.RemoveObjectOptions{}); err != nil {
+			errs = append(errs, fmt.Errorf("blobstore s3: delete tail: %w", err))
+		}
+	}
+	ids, err := s.multipartUploads(ctx, s.object(st.Object))
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, mu := range ids {
+		if mu.Key != s.object(st.Object) {
+			continue
+		}
+		if err := s.abortMultipart(ctx, st.Object, mu.UploadID); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// listObjects returns the names of all objects under prefix.
+func (s *S3) listObjects(ctx context.Context, prefix string) ([]string, error) {
+	ctx, cancel := context.WithCancel(ctx) // stops the lister if we return early
+	defer cancel()
+	var names []string
+	for obj := range s.client.ListObjectsIter(ctx, s.bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+		if obj.Err != nil {
+			return names, fmt.Errorf("blobstore s3: list %s: %w", prefix, obj.Err)
+		}
+		names = append(names, obj.Key)
+	}
+	return names, nil
+}
+
+// multipartUploads lists unfinished multipart uploads under prefix.
+func (s *S3) multipartUploads(ctx context.Context, prefix string) ([]minio.ObjectMultipartInfo, error) {
+	var out []minio.ObjectMultipartInfo
+	keyMarker, idMarker := "", ""
+	for {
+		res, err := s.core.ListMultipartUploads(ctx, s.bucket, prefix, keyMarker, idMarker, "", 1000)
+		if err != nil {
+			return out, fmt.Errorf("blobstore s3: list multipart uploads: %w", err)
+		}
+		out = append(out, res.Uploads...)
+		if !res.IsTruncated || (res.NextKeyMarker == keyMarker && res.NextUploadIDMarker == idMarker) {
+			return out, nil
+		}
+		keyMarker, idMarker = res.NextKeyMarker, res.NextUploadIDMarker
+	}
+}
+
+func (s *S3) Abort(ctx context.Context, u Upload) error {
+	st, err := s.decode(u)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	if st.UploadID != "" {
+		if err := s.abortMultipart(ctx, st.Object, st.UploadID); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := s.sweep(ctx, st, ""); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (s *S3) Open(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
+	if key == "" || offset < 0 {
+		return nil, fmt.Errorf("blobstore s3: open %q at %d: %w", key, offset, ErrNotFound)
+	}
+	if length == 0 {
+		if _, err := s.Stat(ctx, key); err != nil {
+			return nil, err
+		}
+		return io.NopCloser(bytes.NewReader(nil)), nil
+	}
+	var opts minio.GetObjectOptions
+	switch {
+	case length > 0:
+		if err := opts.SetRange(offset, offset+length-1); err != nil {
+			return nil, fmt.Errorf("blobstore s3: %w", err)
+		}
+	case offset > 0:
+		if err := opts.SetRange(offset, 0); err != nil {
+			return nil, fmt.Errorf("blobstore s3: %w", err)
+		}
+	}
+	body, _, _, err := s.core.GetObject(ctx, s.bucket, s.object(key), opts)
+	if err != nil {
+		switch minio.ToErrorResponse(err).Code {
+		case minio.NoSuchKey:
+			return nil, ErrNotFound
+		case minio.InvalidRange:
+			// Reading at or past the end yields nothing, as a file does.
+			size, err2 := s.Stat(ctx, key)
+			if err2 != nil {
+				return nil, err2
+			}
+			if offset >= size {
+				return io.NopCloser(bytes.NewReader(nil)), nil
+			}
+		}
+		return nil, fmt.Errorf("blobstore s3: get %s: %w", key, err)
+	}
+	return body, nil
+}
+
+func (s *S3) Stat(ctx context.Context, key string) (int64, error) {
+	if key == "" {
+		return 0, ErrNotFound
+	}
+	info, err := s.client.StatObject(ctx, s.bucket, s.object(key), minio.StatObjectOptions{})
+	if err != nil {
+		if minio.ToErrorResponse(err).Code == minio.NoSuchKey {
+			return 0, ErrNotFound
+		}
+		return 0, fmt.Errorf("blobstore s3: stat %s: %w", key, err)
+	}
+	return info.Size, nil
+}
+
+func (s *S3) Delete(ctx context.Context, key string) error {
+	if key == "" {
+		return nil
+	}
+	if err := s.client.RemoveObject(ctx, s.bucket, s.object(key), minio.RemoveObjectOptions{}); err != nil {
+		if minio.ToErrorResponse(err).Code == minio.NoSuchKey {
+			return nil
+		}
+		return fmt.Errorf("blobstore s3: delete %s: %w", key, err)
+	}
+	return nil
+}
+
+func (s *S3) Presign(ctx context.Context, key string, ttl time.Duration) (string, error) {
+	u, err := s.signer.PresignedGetObject(ctx, s.bucket, s.object(key), ttl, nil)
+	if err != nil {
+		return "", fmt.Errorf("blobstore s3: presign %s: %w", key, err)
+	}
+	return u.String(), nil
+}
+
+// List returns every object key under the prefix and, as
+// "<key>?uploadId=<id>", every unfinished multipart upload the endpoint
+// lists. It walks the whole prefix: meant for tests and diagnostics.
+// (MinIO lists bucket-wide unfinished uploads only from memory, i.e. those
+// started since it last restarted.)
+func (s *S3) List(ctx context.Context) ([]string, error) {
+	names, err := s.listObjects(ctx, s.prefix)
+	if err != nil {
+		return nil, err
+	}
+	keys := make([]string, 0, len(names))
+	for _, n := range names {
+		keys = append(keys, strings.TrimPrefix(n, s.prefix))
+	}
+	ups, err := s.multipartUploads(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	for _, mu := range ups {
+		if k, ok := strings.CutPrefix(mu.Key, s.prefix); ok {
+			keys = append(keys, k+"?uploadId="+mu.UploadID)
+		}
+	}
+	slices.Sort(keys)
+	return keys, nil
+}
+
+// fill reads until buf is full or r ends (n < len(buf), nil error). Only
+// io.EOF ends r; any other error (io.ErrUnexpectedEOF from a client that
+// went away, say) is returned, never taken for the end.
+func fill(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := r.Read(buf[n:])
+		n += m
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// countingReader counts the bytes read from the caller's reader.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// exactReader fails with io.ErrUnexpectedEOF unless exactly left bytes
+// come before EOF, and never yields more.
+type exactReader struct {
+	io.ReadCloser
+	left int64
+}
+
+func (e *exactReader) Read(p []byte) (int, error) {
+	if e.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > e.left {
+		p = p[:e.left]
+	}
+	n, err := e.ReadCloser.Read(p)
+	e.left -= int64(n)
+	if errors.Is(err, io.EOF) {
+		if e.left > 0 {
+			return n, fmt.Errorf("blobstore s3: tail ended %d bytes early: %w", e.left, ErrCorruptState)
+		}
+		err = nil
+	}
+	if e.left == 0 && err == nil {
+		return n, io.EOF
+	}
+	return n, err
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails
+	return hex.EncodeToString(b)
+}
