@@ -19,6 +19,13 @@ const (
 	CmdUpdateUpload   CommandType = 7 // advance a session (compare-and-set on offset)
 	CmdCompleteUpload CommandType = 8 // index the blob, link it, close the session
 	CmdCancelUpload   CommandType = 9 // close a session without a blob
+	// CmdNoop changes nothing. A new leader applies one before it serves:
+	// raft's own barrier and no-op entries never reach the state machine,
+	// so this is the barrier that also moves the applied index the read
+	// path waits on up to the leader's commit index.
+	CmdNoop CommandType = 10
+
+	maxCommandType = CmdNoop
 )
 
 func (t CommandType) String() string {
@@ -41,6 +48,8 @@ func (t CommandType) String() string {
 		return "complete_upload"
 	case CmdCancelUpload:
 		return "cancel_upload"
+	case CmdNoop:
+		return "noop"
 	}
 	return fmt.Sprintf("unknown(%d)", byte(t))
 }
@@ -86,7 +95,7 @@ func DecodeCommand(b []byte) (*Command, error) {
 		return nil, ErrInvalidCommand.WithDetail("empty command")
 	}
 	t := CommandType(b[0])
-	if t < CmdPutManifest || t > CmdCancelUpload {
+	if t < CmdPutManifest || t > maxCommandType {
 		return nil, ErrInvalidCommand.WithDetail(fmt.Sprintf("unknown command type %d", b[0]))
 	}
 	c := &Command{}

@@ -38,6 +38,7 @@ func apply(tx *bolt.Tx, c *meta.Command) (*meta.Result, error) {
 		res.Blob, res.Deduplicated, err = a.completeUpload()
 	case meta.CmdCancelUpload:
 		err = a.cancelUpload()
+	case meta.CmdNoop:
 	default:
 		err = meta.ErrInvalidCommand.WithDetail(c.Type.String())
 	}

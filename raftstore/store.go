@@ -204,8 +204,10 @@ func (s *Store) closeStores() {
 	s.fsm.close()
 }
 
-// watchLeadership runs a Barrier whenever this node becomes leader; only
-// then does it accept writes and serve read indexes in the new term.
+// watchLeadership makes a new leader apply a no-op command in its term
+// before it accepts writes or serves read indexes: once that command is
+// applied, everything committed by earlier terms is applied too (a Barrier
+// that the state machine, and so the applied-index notifier, sees).
 func (s *Store) watchLeadership(notify <-chan bool) {
 	defer s.wg.Done()
 	for {
@@ -218,7 +220,7 @@ func (s *Store) watchLeadership(notify <-chan bool) {
 				continue
 			}
 			term := s.raft.CurrentTerm()
-			if err := s.raft.Barrier(0).Error(); err != nil {
+			if err := s.applyNoop(); err != nil {
 				s.logger.Warn("barrier after election failed", "term", term, "err", err)
 				continue
 			}
@@ -228,6 +230,14 @@ func (s *Store) watchLeadership(notify <-chan bool) {
 			}
 		}
 	}
+}
+
+func (s *Store) applyNoop() error {
+	data, err := (&meta.Command{Type: meta.CmdNoop}).Encode()
+	if err != nil {
+		return err
+	}
+	return s.raft.Apply(data, 0).Error()
 }
 
 func (s *Store) setReadyTerm(t uint64) {

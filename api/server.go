@@ -1,0 +1,349 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/flotilla/flotilla/meta"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// ReadOptions says how fresh a read must be.
+type ReadOptions struct {
+	// Stale allows answering from local state within the node's freshness
+	// bound, without asking the leader.
+	Stale bool
+	// MinIndex, when set, is an index the local state must have applied
+	// (a client sends back the index a write answered with).
+	MinIndex uint64
+}
+
+// Registry is the metadata the API reads and changes. Reads are local;
+// Fence makes them as fresh as opts asks first.
+type Registry interface {
+	Manifest(repo, digest string) (*meta.Manifest, error)
+	Tag(repo, tag string) (string, error)
+	Tags(repo, last string, n int) ([]string, bool, error)
+	Repositories(last string, n int) ([]string, bool, error)
+	Referrers(repo, subject string) ([]meta.Descriptor, error)
+	Blob(repo, digest string) (*meta.Blob, error)
+	Upload(id string) (*meta.Upload, error)
+	RepoExists(repo string) bool
+
+	// Fence waits until local reads reflect every write acknowledged before
+	// it was called (or only opts.MinIndex when opts.Stale).
+	Fence(ctx context.Context, opts ReadOptions) error
+	// Apply commits a command on the leader and returns once this node has
+	// applied it, so this node's reads see it.
+	Apply(ctx context.Context, c *meta.Command) (*meta.Result, error)
+}
+
+// BlobStore holds blob bytes (see package blobstore).
+type BlobStore interface {
+	StartUpload(ctx context.Context, id string) (meta.BlobUpload, error)
+	Append(ctx context.Context, u meta.BlobUpload, r io.Reader) (meta.BlobUpload, error)
+	Committed(ctx context.Context, prev, next meta.BlobUpload) error
+	Complete(ctx context.Context, u meta.BlobUpload) (string, error)
+	Abort(ctx context.Context, u meta.BlobUpload) error
+	Open(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error)
+	Delete(ctx context.Context, key string) error
+	Presign(ctx context.Context, key string, ttl time.Duration) (string, error)
+}
+
+// Node answers the operational endpoints.
+type Node interface {
+	// Ready: the node knows a leader and has applied up to it.
+	Ready(ctx context.Context) error
+	Status(ctx context.Context) (*ClusterStatus, error)
+}
+
+// ClusterStatus is the JSON of GET /cluster/status.
+type ClusterStatus struct {
+	NodeID       string   `json:"node_id"`
+	State        string   `json:"state"`
+	LeaderID     string   `json:"leader_id"`
+	AppliedIndex uint64   `json:"applied_index"`
+	CommitIndex  uint64   `json:"commit_index"`
+	Members      []Member `json:"members"`
+}
+
+// Member is one node of the cluster as /cluster/status shows it.
+type Member struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	GRPCAddr string `json:"grpc_addr"`
+	HTTPAddr string `json:"http_addr"`
+	Voter    bool   `json:"voter"`
+	State    string `json:"state"`
+}
+
+// Config is the API's behaviour.
+type Config struct {
+	// AllowSparse accepts manifests whose blobs or children are absent.
+	AllowSparse bool
+	// BlobRedirect answers blob GETs with a redirect to a presigned URL.
+	BlobRedirect    bool
+	BlobRedirectTTL time.Duration
+	// StaleReads makes mutable reads local unless a request asks otherwise.
+	StaleReads bool
+	// MaxManifestSize bounds a manifest PUT body (default 4 MiB).
+	MaxManifestSize int64
+}
+
+// Server is the HTTP API of one node.
+type Server struct {
+	cfg     Config
+	reg     Registry
+	blobs   BlobStore
+	node    Node
+	logger  *slog.Logger
+	metrics *metrics
+	mux     *http.ServeMux
+}
+
+// New builds the API. promReg receives the API's metrics and is served on
+// /metrics (pass a fresh prometheus.Registry; nothing global is used).
+func New(cfg Config, reg Registry, blobs BlobStore, node Node, logger *slog.Logger, promReg *prometheus.Registry) *Server {
+	if cfg.MaxManifestSize == 0 {
+		cfg.MaxManifestSize = 4 << 20
+	}
+	if cfg.BlobRedirectTTL == 0 {
+		cfg.BlobRedirectTTL = 20 * time.Minute
+	}
+	s := &Server{cfg: cfg, reg: reg, blobs: blobs, node: node, logger: logger, metrics: newMetrics(promReg), mux: http.NewServeMux()}
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	s.mux.HandleFunc("GET /readyz", s.readyz)
+	s.mux.HandleFunc("GET /cluster/status", s.clusterStatus)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{Registry: promReg}))
+	s.mux.HandleFunc("/v2/", s.serveV2)
+	return s
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+	route := "other"
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			s.logger.Error("handler panic", "method", r.Method, "path", r.URL.Path, "panic", p)
+			if !rw.wrote {
+				writeError(rw, apiErr(ErrCodeInternal, nil))
+			}
+		}
+		s.metrics.observe(r.Method, routeOf(r, &route), rw.status, time.Since(start))
+	}()
+	s.mux.ServeHTTP(rw, r)
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.status, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.node.Ready(ctx); err != nil {
+		http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	_, _ = io.WriteString(w, "ready\n")
+}
+
+func (s *Server) clusterStatus(w http.ResponseWriter, r *http.Request) {
+	st, err := s.node.Status(r.Context())
+	if err != nil {
+		writeError(w, fromDomain(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, "application/json", st)
+}
+
+// Routes below /v2/. Repository names contain slashes, so the path is
+// matched from its end.
+var (
+	reTags      = regexp.MustCompile(`^/v2/(.+)/tags/list$`)
+	reManifest  = regexp.MustCompile(`^/v2/(.+)/manifests/([^/]+)$`)
+	reUploads   = regexp.MustCompile(`^/v2/(.+)/blobs/uploads/?$`)
+	reUpload    = regexp.MustCompile(`^/v2/(.+)/blobs/uploads/([^/]+)$`)
+	reBlob      = regexp.MustCompile(`^/v2/(.+)/blobs/([^/]+)$`)
+	reReferrers = regexp.MustCompile(`^/v2/(.+)/referrers/([^/]+)$`)
+)
+
+func routeOf(r *http.Request, cached *string) string {
+	p := r.URL.Path
+	switch {
+	case p == "/v2/" || p == "/v2":
+		return "base"
+	case p == "/v2/_catalog":
+		return "catalog"
+	case reTags.MatchString(p):
+		return "tags"
+	case reManifest.MatchString(p):
+		return "manifest"
+	case reUploads.MatchString(p), reUpload.MatchString(p):
+		return "upload"
+	case reBlob.MatchString(p):
+		return "blob"
+	case reReferrers.MatchString(p):
+		return "referrers"
+	case p == "/healthz", p == "/readyz", p == "/metrics", p == "/cluster/status":
+		return p[1:]
+	}
+	return *cached
+}
+
+type handlerFunc func(w http.ResponseWriter, r *http.Request, repo string, ref string) error
+
+func (s *Server) serveV2(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	p := r.URL.Path
+	if p == "/v2/" || p == "/v2" {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			writeError(w, apiErr(ErrCodeUnsupported, nil))
+			return
+		}
+		writeJSON(w, http.StatusOK, "application/json", struct{}{})
+		return
+	}
+	if p == "/v2/_catalog" {
+		s.run(w, r, "", "", map[string]handlerFunc{http.MethodGet: s.catalog})
+		return
+	}
+	type route struct {
+		re       *regexp.Regexp
+		handlers map[string]handlerFunc
+	}
+	routes := []route{
+		{reTags, map[string]handlerFunc{http.MethodGet: s.listTags}},
+		{reManifest, map[string]handlerFunc{http.MethodGet: s.getManifest, http.MethodHead: s.getManifest,
+			http.MethodPut: s.putManifest, http.MethodDelete: s.deleteManifest}},
+		{reUploads, map[string]handlerFunc{http.MethodPost: s.startUpload}},
+		{reUpload, map[string]handlerFunc{http.MethodGet: s.uploadStatus, http.MethodPatch: s.patchUpload,
+			http.MethodPut: s.putUpload, http.MethodDelete: s.cancelUpload}},
+		{reBlob, map[string]handlerFunc{http.MethodGet: s.getBlob, http.MethodHead: s.getBlob,
+			http.MethodDelete: s.deleteBlob}},
+		{reReferrers, map[string]handlerFunc{http.MethodGet: s.referrers}},
+	}
+	for _, rt := range routes {
+		m := rt.re.FindStringSubmatch(p)
+		if m == nil {
+			continue
+		}
+		repo, ref := m[1], ""
+		if len(m) > 2 {
+			ref = m[2]
+		}
+		if !meta.ValidRepo(repo) {
+			writeError(w, apiErr(ErrCodeNameInvalid, repo))
+			return
+		}
+		s.run(w, r, repo, ref, rt.handlers)
+		return
+	}
+	writeError(w, &Error{Code: ErrorCode{"NOT_FOUND", "no such endpoint", http.StatusNotFound}})
+}
+
+func (s *Server) run(w http.ResponseWriter, r *http.Request, repo, ref string, handlers map[string]handlerFunc) {
+	h, ok := handlers[r.Method]
+	if !ok {
+		writeError(w, apiErr(ErrCodeUnsupported, r.Method))
+		return
+	}
+	if err := h(w, r, repo, ref); err != nil {
+		e := fromDomain(err)
+		if e.Code.Status >= 500 {
+			s.logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		}
+		writeError(w, e)
+	}
+}
+
+// Request headers a client may send to choose read freshness, and the
+// header every write answers with.
+const (
+	HeaderIndex       = "Flotilla-Index"
+	HeaderConsistency = "Flotilla-Consistency"
+)
+
+func (s *Server) readOptions(r *http.Request) ReadOptions {
+	opts := ReadOptions{Stale: s.cfg.StaleReads}
+	switch r.Header.Get(HeaderConsistency) {
+	case "stale":
+		opts.Stale = true
+	case "strong", "read-your-writes":
+		opts.Stale = false
+	}
+	if v := r.Header.Get(HeaderIndex); v != "" {
+		if n, err := strconv.ParseUint(v, 10, 64); err == nil {
+			opts.MinIndex = n
+		}
+	}
+	return opts
+}
+
+// fence makes local state fresh enough for a mutable read.
+func (s *Server) fence(r *http.Request) error {
+	return s.reg.Fence(r.Context(), s.readOptions(r))
+}
+
+// apply commits c and records its index on the response.
+func (s *Server) apply(w http.ResponseWriter, r *http.Request, c *meta.Command) (*meta.Result, error) {
+	res, err := s.reg.Apply(r.Context(), c)
+	if err != nil {
+		return nil, err
+	}
+	w.Header().Set(HeaderIndex, strconv.FormatUint(res.Index, 10))
+	if err := res.Err(); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// localOrFenced runs a by-digest lookup locally and, if the object is not
+// there, once more after a fence: content-addressed data never changes, so a
+// local hit is always right, and a miss may only mean this node lags.
+func localOrFenced[T any](s *Server, r *http.Request, lookup func() (T, error)) (T, error) {
+	v, err := lookup()
+	if err == nil || !isNotFound(err) {
+		return v, err
+	}
+	if ferr := s.fence(r); ferr != nil {
+		return v, ferr
+	}
+	return lookup()
+}
+
+func isNotFound(err error) bool {
+	return errors.Is(err, meta.ErrBlobUnknown) || errors.Is(err, meta.ErrManifestUnknown) ||
+		errors.Is(err, meta.ErrUploadUnknown) || errors.Is(err, meta.ErrNameUnknown)
+}

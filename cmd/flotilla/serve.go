@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/flotilla/flotilla/node"
+	"github.com/spf13/cobra"
+)
+
+func newRootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "flotilla",
+		Short:         "Flotilla: a container registry that runs as a Raft cluster",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newServeCommand())
+	return root
+}
+
+type serveOptions struct {
+	config   string
+	logLevel string
+	cfg      node.Config
+	join     []string
+}
+
+func newServeCommand() *cobra.Command {
+	o := &serveOptions{}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run a registry node (with no flags: a single node on :5000, data in ./flotilla-data)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyConfigSources(cmd.Flags(), o.config); err != nil {
+				return err
+			}
+			return o.run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	c := &o.cfg
+	f.StringVar(&o.config, "config", "", "YAML config file (keys are flag names)")
+	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.StringVar(&c.NodeID, "node-id", "", "node id (default: stored in the data dir, else hostname plus a random suffix)")
+	f.StringVar(&c.DataDir, "data-dir", "./flotilla-data", "data directory")
+	f.StringVar(&c.HTTPAddr, "http-addr", ":5000", "OCI API listen address")
+	f.StringVar(&c.RaftAddr, "raft-addr", "127.0.0.1:7000", "raft listen and advertise address")
+	f.StringVar(&c.GRPCAddr, "grpc-addr", "127.0.0.1:7001", "node-to-node gRPC address")
+	f.StringSliceVar(&o.join, "join", nil, "comma-separated gRPC addresses of existing members (empty: bootstrap a new cluster)")
+	f.BoolVar(&c.Voter, "voter", true, "join as a voter (false: non-voting read replica)")
+	f.StringVar(&c.BlobStore, "blob-store", "fs", "blob storage: fs or s3")
+	f.StringVar(&c.S3.Endpoint, "s3-endpoint", "", "S3 endpoint (host:port or URL)")
+	f.StringVar(&c.S3.Bucket, "s3-bucket", "flotilla", "S3 bucket (created when missing)")
+	f.StringVar(&c.S3.Region, "s3-region", "", "S3 region")
+	f.StringVar(&c.S3.AccessKey, "s3-access-key", "", "S3 access key (default: AWS environment or credential chain)")
+	f.StringVar(&c.S3.SecretKey, "s3-secret-key", "", "S3 secret key")
+	f.BoolVar(&c.S3.Insecure, "s3-insecure", false, "talk plain http to S3")
+	f.StringVar(&c.S3.Prefix, "s3-prefix", "", "key prefix inside the bucket")
+	f.StringVar(&c.S3.PublicEndpoint, "s3-public-endpoint", "", "endpoint written into presigned URLs (default: --s3-endpoint)")
+	f.Int64Var(&c.S3.PartSize, "s3-part-size", 0, "multipart part size in bytes (default 16 MiB)")
+	f.BoolVar(&c.AllowSparse, "allow-sparse", false, "accept manifests whose blobs or child manifests are not all pushed")
+	f.BoolVar(&c.BlobRedirect, "blob-redirect", false, "answer blob GETs with a redirect to a presigned URL")
+	f.DurationVar(&c.BlobRedirectTTL, "blob-redirect-ttl", 20*time.Minute, "lifetime of presigned blob URLs")
+	f.BoolVar(&c.StaleReads, "stale-reads", false, "serve tag reads from local state without asking the leader")
+	f.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests may run on shutdown")
+	f.StringVar(&c.RaftLogLevel, "raft-log-level", "warn", "log level of the raft library")
+	f.Uint64Var(&c.Raft.SnapshotThreshold, "snapshot-threshold", 8192, "log entries between automatic snapshots")
+	f.DurationVar(&c.Raft.SnapshotInterval, "snapshot-interval", 2*time.Minute, "how often to check whether to snapshot")
+	f.Uint64Var(&c.Raft.TrailingLogs, "trailing-logs", 10240, "log entries kept after a snapshot")
+	return cmd
+}
+
+func (o *serveOptions) run(ctx context.Context) error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	for _, j := range o.join {
+		if j = strings.TrimSpace(j); j != "" {
+			o.cfg.Join = append(o.cfg.Join, j)
+		}
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	n, err := node.New(ctx, o.cfg, logger)
+	if err != nil {
+		return err
+	}
+	return n.Run(ctx)
+}

@@ -1,0 +1,184 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/flotilla/flotilla/api"
+	"github.com/flotilla/flotilla/blobstore"
+	"github.com/flotilla/flotilla/raftstore"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Config is everything one node needs. cmd/flotilla fills it from flags,
+// the YAML config file and FLOTILLA_* environment variables.
+type Config struct {
+	NodeID   string
+	DataDir  string
+	HTTPAddr string
+	RaftAddr string
+	GRPCAddr string
+	Join     []string
+	Voter    bool
+
+	BlobStore string // "fs" or "s3"
+	S3        blobstore.S3Config
+
+	AllowSparse     bool
+	BlobRedirect    bool
+	BlobRedirectTTL time.Duration
+	StaleReads      bool
+
+	// ShutdownTimeout bounds how long in-flight requests may take on stop.
+	ShutdownTimeout time.Duration
+	RaftLogLevel    string
+	Raft            RaftTuning
+}
+
+// RaftTuning holds raft timings and snapshot thresholds; zero means default.
+type RaftTuning struct {
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	TrailingLogs      uint64
+	HeartbeatTimeout  time.Duration
+	ElectionTimeout   time.Duration
+}
+
+// Node is one running Flotilla node.
+type Node struct {
+	cfg      Config
+	logger   *slog.Logger
+	store    *raftstore.Store
+	blobs    blobstore.Driver
+	httpSrv  *http.Server
+	httpLn   net.Listener
+	registry *registry
+}
+
+// New opens the data dir, raft and the blob store, and binds the HTTP port.
+func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) {
+	if cfg.ShutdownTimeout == 0 {
+		cfg.ShutdownTimeout = 30 * time.Second
+	}
+	id, err := prepareDataDir(cfg.DataDir, cfg.NodeID)
+	if err != nil {
+		return nil, err
+	}
+	cfg.NodeID = id
+	logger = logger.With("node", id)
+	n := &Node{cfg: cfg, logger: logger}
+
+	switch cfg.BlobStore {
+	case "", "fs":
+		n.blobs, err = blobstore.NewFS(filepath.Join(cfg.DataDir, "blobs"))
+	case "s3":
+		n.blobs, err = blobstore.NewS3(ctx, cfg.S3, logger)
+	default:
+		err = fmt.Errorf("unknown blob store %q (want fs or s3)", cfg.BlobStore)
+	}
+	if err != nil {
+		return nil, err
+	}
+
+	n.store, err = raftstore.Open(ctx, raftstore.Config{
+		NodeID: id, Dir: filepath.Join(cfg.DataDir, "raft"), BindAddr: cfg.RaftAddr,
+		Bootstrap:         len(cfg.Join) == 0,
+		SnapshotThreshold: cfg.Raft.SnapshotThreshold, SnapshotInterval: cfg.Raft.SnapshotInterval,
+		TrailingLogs: cfg.Raft.TrailingLogs, HeartbeatTimeout: cfg.Raft.HeartbeatTimeout,
+		ElectionTimeout: cfg.Raft.ElectionTimeout, LogLevel: cfg.RaftLogLevel, Logger: logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	n.registry = &registry{Store: n.store}
+
+	promReg := prometheus.NewRegistry()
+	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	handler := api.New(api.Config{
+		AllowSparse: cfg.AllowSparse, BlobRedirect: cfg.BlobRedirect, BlobRedirectTTL: cfg.BlobRedirectTTL,
+		StaleReads: cfg.StaleReads,
+	}, n.registry, n.blobs, n, logger, promReg)
+
+	n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		n.store.Close()
+		return nil, fmt.Errorf("http listen %s: %w", cfg.HTTPAddr, err)
+	}
+	n.httpSrv = &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second,
+		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+	return n, nil
+}
+
+// HTTPAddr is the address the API listens on.
+func (n *Node) HTTPAddr() string { return n.httpLn.Addr().String() }
+
+// Run serves until ctx is done, then shuts down in order: stop accepting
+// requests and let in-flight ones finish, hand leadership away if leader,
+// then stop raft and close the stores.
+func (n *Node) Run(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- n.httpSrv.Serve(n.httpLn) }()
+	n.logger.Info("serving", "http", n.HTTPAddr(), "raft", n.cfg.RaftAddr, "blob_store", n.blobs.Name(),
+		"data_dir", n.cfg.DataDir)
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	return errors.Join(serveErr, n.shutdown())
+}
+
+func (n *Node) shutdown() error {
+	n.logger.Info("shutting down")
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
+	defer cancel()
+	err := n.httpSrv.Shutdown(ctx)
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	if n.store.IsLeader() {
+		if servers, _ := n.store.Servers(); len(servers) > 1 {
+			if terr := n.store.TransferLeadership("", ""); terr != nil {
+				n.logger.Warn("leadership transfer on shutdown failed", "err", terr)
+			}
+		}
+	}
+	return errors.Join(err, n.store.Close())
+}
+
+// Ready implements api.Node: the node knows a leader and has applied all
+// it committed before the call.
+func (n *Node) Ready(ctx context.Context) error {
+	return n.registry.Fence(ctx, api.ReadOptions{})
+}
+
+// Status implements api.Node.
+func (n *Node) Status(ctx context.Context) (*api.ClusterStatus, error) {
+	_, leaderID := n.store.Leader()
+	st := &api.ClusterStatus{
+		NodeID: n.cfg.NodeID, State: n.store.State(), LeaderID: leaderID,
+		AppliedIndex: n.store.AppliedIndex(), CommitIndex: n.store.CommitIndex(), Members: []api.Member{},
+	}
+	servers, err := n.store.Servers()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", api.ErrUnavailable, err)
+	}
+	for _, s := range servers {
+		m := api.Member{ID: s.ID, RaftAddr: s.Address, Voter: s.Voter, State: "Follower"}
+		if s.ID == leaderID {
+			m.State = "Leader"
+		}
+		if s.ID == n.cfg.NodeID {
+			m.GRPCAddr, m.HTTPAddr, m.State = n.cfg.GRPCAddr, n.HTTPAddr(), n.store.State()
+		}
+		st.Members = append(st.Members, m)
+	}
+	return st, nil
+}
