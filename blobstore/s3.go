@@ -341,10 +341,12 @@ func (s *S3) Append(ctx context.Context, u Upload, r io.Reader) (Upload, error) 
 	up := s.startPartUploader(ctx, next)
 	var rest *[]byte // last, partial buffer: the new tail
 	var restN int
-	var readErr error
+	var readErr, stopErr error
 	for {
 		if up.ctx.Err() != nil {
-			break // the uploader failed; its error is reported below
+			// ctx is done or the uploader failed: stop before src's end.
+			stopErr = context.Cause(up.ctx)
+			break
 		}
 		buf := s.getBuf()
 		n, err := fill(src, *buf)
@@ -354,6 +356,7 @@ func (s *S3) Append(ctx context.Context, u Upload, r io.Reader) (Upload, error) 
 		}
 		if n == len(*buf) {
 			if !up.send(buf) {
+				stopErr = context.Cause(up.ctx)
 				break
 			}
 			continue // at EOF the next fill returns 0 bytes
@@ -363,7 +366,10 @@ func (s *S3) Append(ctx context.Context, u Upload, r io.Reader) (Upload, error) 
 		break
 	}
 	upErr := up.finish()
-	if err := errors.Join(readErr, upErr); err != nil {
+	if upErr != nil {
+		stopErr = nil // the same error
+	}
+	if err := errors.Join(readErr, upErr, stopErr); err != nil {
 		if rest != nil {
 			s.putBuf(rest)
 		}
