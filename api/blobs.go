@@ -108,4 +108,3 @@ func (s *Server) deleteBlob(w http.ResponseWriter, r *http.Request, repo, ref st
 	w.WriteHeader(http.StatusAccepted)
 	return nil
 }
-

@@ -8,8 +8,8 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"strconv"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/flotilla/flotilla/meta"

@@ -38,7 +38,6 @@ var (
 	ErrInvalidCommand      = &CodeError{Code: CodeInvalidCommand, Msg: "invalid command"}
 )
 
-
 func registerCodes(errs ...*CodeError) map[Code]*CodeError {
 	m := make(map[Code]*CodeError, len(errs))
 	for _, e := range errs {
