@@ -561,12 +561,13 @@ storage:
 http:
   addr: %s
   secret: flotilla-cluster-tests
+  draintimeout: 5s
 `, storage, d.Addr)
 	cfgPath := filepath.Join(t.TempDir(), "config.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d.proc = newProc(t, "distribution", bin, []string{"serve", cfgPath}, nil, httpProbe("http://"+d.Addr+"/v2/"))
+	d.proc = newProc(t, "distribution", bin, []string{"serve", cfgPath}, []string{"OTEL_TRACES_EXPORTER=none"}, httpProbe("http://"+d.Addr+"/v2/"))
 	d.start()
 	return d
 }
