@@ -24,8 +24,13 @@ const (
 	// so this is the barrier that also moves the applied index the read
 	// path waits on up to the leader's commit index.
 	CmdNoop CommandType = 10
+	// CmdSetMember records a node's addresses (gRPC, HTTP) beside its raft
+	// membership, so any node can reach the leader's gRPC service.
+	CmdSetMember CommandType = 11
+	// CmdRemoveMember forgets a node's addresses after it left raft.
+	CmdRemoveMember CommandType = 12
 
-	maxCommandType = CmdNoop
+	maxCommandType = CmdRemoveMember
 )
 
 func (t CommandType) String() string {
@@ -50,6 +55,10 @@ func (t CommandType) String() string {
 		return "cancel_upload"
 	case CmdNoop:
 		return "noop"
+	case CmdSetMember:
+		return "set_member"
+	case CmdRemoveMember:
+		return "remove_member"
 	}
 	return fmt.Sprintf("unknown(%d)", byte(t))
 }
@@ -78,6 +87,8 @@ type Command struct {
 	ExpectOffset int64 `json:"expectOffset,omitempty"`
 	// Blob is the index entry a CompleteUpload creates.
 	Blob *Blob `json:"blob,omitempty"`
+	// Member is the node a SetMember or RemoveMember is about.
+	Member *Member `json:"member,omitempty"`
 }
 
 // Encode returns the log form: the type byte, then JSON.

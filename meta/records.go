@@ -60,3 +60,12 @@ type BlobUpload struct {
 	Size  int64
 	State []byte
 }
+
+// Member is a node's addresses as the cluster records them. Raft's own
+// configuration knows only raft addresses; this adds the rest.
+type Member struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raftAddr"`
+	GRPCAddr string `json:"grpcAddr"`
+	HTTPAddr string `json:"httpAddr"`
+}

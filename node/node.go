@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/flotilla/flotilla/api"
@@ -15,6 +17,7 @@ import (
 	"github.com/flotilla/flotilla/raftstore"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
 )
 
 // Config is everything one node needs. cmd/flotilla fills it from flags,
@@ -38,6 +41,9 @@ type Config struct {
 
 	// ShutdownTimeout bounds how long in-flight requests may take on stop.
 	ShutdownTimeout time.Duration
+	// LeaderHoldTimeout is how long a forwarded write or read-index request
+	// waits, retrying, while there is no leader.
+	LeaderHoldTimeout time.Duration
 	RaftLogLevel    string
 	Raft            RaftTuning
 }
@@ -60,12 +66,22 @@ type Node struct {
 	httpSrv  *http.Server
 	httpLn   net.Listener
 	registry *registry
+
+	grpcSrv *grpc.Server
+	grpcLn  net.Listener
+	peers   peers
+	// reads batches this node's read-index requests to the leader.
+	reads   *raftstore.IndexBatcher
+	removed atomic.Bool
 }
 
 // New opens the data dir, raft and the blob store, and binds the HTTP port.
 func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) {
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 30 * time.Second
+	}
+	if cfg.LeaderHoldTimeout == 0 {
+		cfg.LeaderHoldTimeout = 10 * time.Second
 	}
 	id, err := prepareDataDir(cfg.DataDir, cfg.NodeID)
 	if err != nil {
@@ -97,7 +113,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n.registry = &registry{Store: n.store}
+	n.registry = &registry{Store: n.store, node: n}
+	n.reads = raftstore.NewIndexBatcher(n.readIndex)
 
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -111,6 +128,14 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) {
 		n.store.Close()
 		return nil, fmt.Errorf("http listen %s: %w", cfg.HTTPAddr, err)
 	}
+	n.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr)
+	if err != nil {
+		n.httpLn.Close()
+		n.store.Close()
+		return nil, fmt.Errorf("grpc listen %s: %w", cfg.GRPCAddr, err)
+	}
+	n.grpcSrv = grpc.NewServer(grpc.ForceServerCodecV2(jsonCodec{}))
+	n.grpcSrv.RegisterService(&serviceDesc, n)
 	n.httpSrv = &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
 	return n, nil
@@ -123,34 +148,86 @@ func (n *Node) HTTPAddr() string { return n.httpLn.Addr().String() }
 // requests and let in-flight ones finish, hand leadership away if leader,
 // then stop raft and close the stores.
 func (n *Node) Run(ctx context.Context) error {
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- n.httpSrv.Serve(n.httpLn) }()
-	n.logger.Info("serving", "http", n.HTTPAddr(), "raft", n.cfg.RaftAddr, "blob_store", n.blobs.Name(),
-		"data_dir", n.cfg.DataDir)
+	go func() { errc <- n.grpcSrv.Serve(n.grpcLn) }()
+	bg, stopBg := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	run := func(f func(context.Context)) {
+		wg.Add(1)
+		go func() { defer wg.Done(); f(bg) }()
+	}
+	run(n.reads.Run)
+	run(n.registerLoop)
+	run(n.watchMembership)
+	if len(n.cfg.Join) > 0 && !n.store.HadState() {
+		run(n.joinLoop)
+	}
+	n.logger.Info("serving", "http", n.HTTPAddr(), "grpc", n.grpcLn.Addr().String(), "raft", n.cfg.RaftAddr,
+		"blob_store", n.blobs.Name(), "data_dir", n.cfg.DataDir)
 	var serveErr error
 	select {
 	case <-ctx.Done():
 	case serveErr = <-errc:
 	}
-	return errors.Join(serveErr, n.shutdown())
+	err := n.shutdown(stopBg, &wg)
+	return errors.Join(serveErr, err)
 }
 
-func (n *Node) shutdown() error {
+func (n *Node) shutdown(stopBg context.CancelFunc, wg *sync.WaitGroup) error {
 	n.logger.Info("shutting down")
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
 	defer cancel()
+	// 1. Hand leadership away first, so the cluster elects a successor
+	// while this node still answers forwarded requests.
+	if n.store.IsLeader() {
+		if servers, _ := n.store.Servers(); len(servers) > 1 {
+			if err := n.store.TransferLeadership("", ""); err != nil {
+				n.logger.Warn("leadership transfer on shutdown failed", "err", err)
+			}
+		}
+	}
+	// 2. Stop taking requests; let in-flight ones finish.
 	err := n.httpSrv.Shutdown(ctx)
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
-	if n.store.IsLeader() {
-		if servers, _ := n.store.Servers(); len(servers) > 1 {
-			if terr := n.store.TransferLeadership("", ""); terr != nil {
-				n.logger.Warn("leadership transfer on shutdown failed", "err", terr)
+	stopBg()
+	wg.Wait()
+	// 3. Stop node-to-node service, then raft and the stores.
+	stopped := make(chan struct{})
+	go func() { n.grpcSrv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		n.grpcSrv.Stop()
+	}
+	n.peers.close()
+	return errors.Join(err, n.store.Close())
+}
+
+// watchMembership notices when this node has been removed from the cluster,
+// after which it refuses writes.
+func (n *Node) watchMembership(ctx context.Context) {
+	wasMember := false
+	for {
+		member := n.isMember()
+		if member {
+			wasMember = true
+		}
+		removed := wasMember && !member
+		if removed != n.removed.Load() {
+			n.removed.Store(removed)
+			if removed {
+				n.logger.Warn("this node was removed from the cluster; refusing writes")
 			}
 		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(500 * time.Millisecond):
+		}
 	}
-	return errors.Join(err, n.store.Close())
 }
 
 // Ready implements api.Node: the node knows a leader and has applied all
@@ -170,13 +247,23 @@ func (n *Node) Status(ctx context.Context) (*api.ClusterStatus, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", api.ErrUnavailable, err)
 	}
+	members, err := n.store.Members()
+	if err != nil {
+		return nil, err
+	}
 	for _, s := range servers {
-		m := api.Member{ID: s.ID, RaftAddr: s.Address, Voter: s.Voter, State: "Follower"}
+		rec := members[s.ID]
+		m := api.Member{ID: s.ID, RaftAddr: s.Address, GRPCAddr: rec.GRPCAddr, HTTPAddr: rec.HTTPAddr,
+			Voter: s.Voter, State: "Follower"}
+		if !s.Voter {
+			m.State = "Nonvoter"
+		}
 		if s.ID == leaderID {
 			m.State = "Leader"
 		}
 		if s.ID == n.cfg.NodeID {
-			m.GRPCAddr, m.HTTPAddr, m.State = n.cfg.GRPCAddr, n.HTTPAddr(), n.store.State()
+			self := n.self()
+			m.GRPCAddr, m.HTTPAddr, m.State = self.GRPCAddr, self.HTTPAddr, n.store.State()
 		}
 		st.Members = append(st.Members, m)
 	}

@@ -14,11 +14,15 @@ import (
 // from the state machine; Apply and Fence add the consistency rules.
 type registry struct {
 	*raftstore.Store
+	node *Node
 }
 
 // Apply commits c through the leader and waits until this node applied it.
 func (r *registry) Apply(ctx context.Context, c *meta.Command) (*meta.Result, error) {
-	res, err := r.Store.Apply(ctx, c)
+	if r.node.removed.Load() {
+		return nil, fmt.Errorf("%w: this node was removed from the cluster", api.ErrUnavailable)
+	}
+	res, err := r.node.apply(ctx, c)
 	if err != nil {
 		return nil, mapStoreErr(err)
 	}
@@ -33,7 +37,7 @@ func (r *registry) Apply(ctx context.Context, c *meta.Command) (*meta.Result, er
 func (r *registry) Fence(ctx context.Context, opts api.ReadOptions) error {
 	target := opts.MinIndex
 	if !opts.Stale {
-		idx, err := r.ReadIndex(ctx)
+		idx, err := r.node.reads.Get(ctx)
 		if err != nil {
 			return mapStoreErr(err)
 		}

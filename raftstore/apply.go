@@ -39,6 +39,10 @@ func apply(tx *bolt.Tx, c *meta.Command) (*meta.Result, error) {
 	case meta.CmdCancelUpload:
 		err = a.cancelUpload()
 	case meta.CmdNoop:
+	case meta.CmdSetMember:
+		err = a.setMember()
+	case meta.CmdRemoveMember:
+		err = a.removeMember()
 	default:
 		err = meta.ErrInvalidCommand.WithDetail(c.Type.String())
 	}
@@ -334,4 +338,19 @@ func (a applier) cancelUpload() error {
 		return meta.ErrUploadUnknown.WithDetail(id.ID)
 	}
 	return a.b(bucketUploads).Delete([]byte(id.ID))
+}
+
+func (a applier) setMember() error {
+	m := a.c.Member
+	if m == nil || m.ID == "" {
+		return meta.ErrInvalidCommand.WithDetail("member missing")
+	}
+	return putJSON(a.b(bucketMembers), []byte(m.ID), m)
+}
+
+func (a applier) removeMember() error {
+	if a.c.Member == nil || a.c.Member.ID == "" {
+		return meta.ErrInvalidCommand.WithDetail("member missing")
+	}
+	return a.b(bucketMembers).Delete([]byte(a.c.Member.ID))
 }

@@ -12,9 +12,10 @@ var (
 	bucketBlobs     = []byte("blobs")     // digest -> meta.Blob
 	bucketLinks     = []byte("links")     // repo \0 digest -> created
 	bucketUploads   = []byte("uploads")   // id -> meta.Upload
+	bucketMembers   = []byte("members")   // node id -> meta.Member
 
 	allBuckets = [][]byte{bucketMeta, bucketRepos, bucketTags, bucketManifests, bucketReferrers,
-		bucketBlobs, bucketLinks, bucketUploads}
+		bucketBlobs, bucketLinks, bucketUploads, bucketMembers}
 
 	keyFormat  = []byte("format")
 	keyApplied = []byte("applied")

@@ -152,3 +152,19 @@ func (s *Store) Upload(id string) (*meta.Upload, error) {
 	}
 	return &u, nil
 }
+
+// Members returns the recorded addresses of every node, by id.
+func (s *Store) Members() (map[string]meta.Member, error) {
+	out := map[string]meta.Member{}
+	err := s.fsm.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMembers).ForEach(func(k, v []byte) error {
+			var m meta.Member
+			if err := json.Unmarshal(v, &m); err != nil {
+				return fmt.Errorf("decode member %q: %w", k, err)
+			}
+			out[string(k)] = m
+			return nil
+		})
+	})
+	return out, err
+}

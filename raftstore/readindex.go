@@ -8,34 +8,34 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// readBatcher gives the leader's read index to many concurrent readers for
-// the price of one VerifyLeader round, as etcd batches its ReadIndex: all
-// requests waiting when a round starts share that round's answer; requests
-// arriving during a round wait for the next one (an answer taken before a
-// request arrived would not cover writes acknowledged just before it).
-type readBatcher struct {
-	s       *Store
+// IndexBatcher shares one read-index round among many concurrent readers,
+// as etcd batches its ReadIndex requests. All requests waiting when a round
+// starts share that round's answer; requests arriving during a round wait
+// for the next one (an answer obtained before a request arrived would not
+// cover writes acknowledged just before that request). The leader uses it
+// around VerifyLeader; followers (package node) around the RPC that asks the
+// leader.
+type IndexBatcher struct {
+	round   func(context.Context) (uint64, error)
 	mu      sync.Mutex
-	pending []chan readResult
+	pending []chan indexResult
 	wake    chan struct{}
 }
 
-type readResult struct {
+type indexResult struct {
 	index uint64
 	err   error
 }
 
-func newReadBatcher(s *Store) *readBatcher {
-	return &readBatcher{s: s, wake: make(chan struct{}, 1)}
+// NewIndexBatcher returns a batcher that obtains each round's index with
+// round. Call Run once.
+func NewIndexBatcher(round func(context.Context) (uint64, error)) *IndexBatcher {
+	return &IndexBatcher{round: round, wake: make(chan struct{}, 1)}
 }
 
-func (b *readBatcher) readIndex(ctx context.Context) (uint64, error) {
-	if !b.s.leaderReady() {
-		if err := b.s.awaitLeaderReady(ctx); err != nil {
-			return 0, err
-		}
-	}
-	ch := make(chan readResult, 1)
+// Get waits for the next round and returns its index.
+func (b *IndexBatcher) Get(ctx context.Context) (uint64, error) {
+	ch := make(chan indexResult, 1)
 	b.mu.Lock()
 	b.pending = append(b.pending, ch)
 	b.mu.Unlock()
@@ -51,12 +51,12 @@ func (b *readBatcher) readIndex(ctx context.Context) (uint64, error) {
 	}
 }
 
-func (b *readBatcher) run(done <-chan struct{}, wg *sync.WaitGroup) {
-	defer wg.Done()
+// Run serves rounds until ctx ends; pending callers then get ErrClosed.
+func (b *IndexBatcher) Run(ctx context.Context) {
 	for {
 		select {
-		case <-done:
-			b.flush(readResult{err: ErrClosed})
+		case <-ctx.Done():
+			b.flush(indexResult{err: ErrClosed})
 			return
 		case <-b.wake:
 		}
@@ -67,38 +67,37 @@ func (b *readBatcher) run(done <-chan struct{}, wg *sync.WaitGroup) {
 		if len(batch) == 0 {
 			continue
 		}
-		r := b.round()
+		idx, err := b.round(ctx)
 		for _, ch := range batch {
-			ch <- r
+			ch <- indexResult{idx, err}
 		}
 	}
 }
 
-// round notes the commit index, confirms leadership with a quorum and checks
-// the term did not change in between.
-func (b *readBatcher) round() readResult {
-	s := b.s
-	term := s.readyTerm.Load()
-	if !s.leaderReady() {
-		return readResult{err: ErrNotLeader}
-	}
-	idx := s.raft.CommitIndex()
-	if err := s.raft.VerifyLeader().Error(); err != nil {
-		return readResult{err: mapRaftErr(err)}
-	}
-	if !s.leaderReady() || s.readyTerm.Load() != term {
-		return readResult{err: ErrNotLeader}
-	}
-	return readResult{index: idx}
-}
-
-func (b *readBatcher) flush(r readResult) {
+func (b *IndexBatcher) flush(r indexResult) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, ch := range b.pending {
 		ch <- r
 	}
 	b.pending = nil
+}
+
+// leaderRound notes the commit index, confirms leadership with a quorum and
+// checks the term did not change in between.
+func (s *Store) leaderRound(context.Context) (uint64, error) {
+	term := s.readyTerm.Load()
+	if !s.leaderReady() {
+		return 0, ErrNotLeader
+	}
+	idx := s.raft.CommitIndex()
+	if err := s.raft.VerifyLeader().Error(); err != nil {
+		return 0, mapRaftErr(err)
+	}
+	if !s.leaderReady() || s.readyTerm.Load() != term {
+		return 0, ErrNotLeader
+	}
+	return idx, nil
 }
 
 func appliedIn(tx *bolt.Tx) uint64 {

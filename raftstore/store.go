@@ -96,7 +96,10 @@ type Store struct {
 	readyCh   chan struct{} // closed and replaced when readyTerm changes
 	readyMu   sync.Mutex
 
-	reads *readBatcher
+	reads *IndexBatcher
+	// hadState: raft found a log or snapshot on open (a restart, not a
+	// brand-new node).
+	hadState bool
 
 	closeOnce sync.Once
 	done      chan struct{}
@@ -159,6 +162,7 @@ func Open(ctx context.Context, c Config) (*Store, error) {
 		s.closeStores()
 		return nil, fmt.Errorf("raftstore: %w", err)
 	}
+	s.hadState = existing
 	if s.raft, err = raft.NewRaft(rc, s.fsm, s.logStore, s.logStore, s.snapshots, s.transport); err != nil {
 		s.closeStores()
 		return nil, fmt.Errorf("raftstore: %w", err)
@@ -171,10 +175,12 @@ func Open(ctx context.Context, c Config) (*Store, error) {
 			return nil, fmt.Errorf("raftstore: bootstrap: %w", err)
 		}
 	}
-	s.reads = newReadBatcher(s)
-	s.wg.Add(2)
+	s.reads = NewIndexBatcher(s.leaderRound)
+	runCtx, cancel := context.WithCancel(context.Background())
+	s.wg.Add(3)
 	go s.watchLeadership(notify)
-	go s.reads.run(s.done, &s.wg)
+	go func() { defer s.wg.Done(); s.reads.Run(runCtx) }()
+	go func() { defer s.wg.Done(); <-s.done; cancel() }()
 	return s, nil
 }
 
@@ -315,6 +321,10 @@ func (s *Store) Apply(ctx context.Context, c *meta.Command) (*meta.Result, error
 	return res, nil
 }
 
+// HadState reports whether raft found existing state when it opened: a
+// restarted node rejoins from its data dir and needs no join.
+func (s *Store) HadState() bool { return s.hadState }
+
 // AppliedIndex is the index of the last entry applied to the state machine.
 func (s *Store) AppliedIndex() uint64 { return s.fsm.applied.get() }
 
@@ -330,7 +340,10 @@ func (s *Store) WaitApplied(ctx context.Context, index uint64) error {
 // acknowledged before the call is at or below it. Concurrent callers share
 // one leadership confirmation. It fails with ErrNotLeader elsewhere.
 func (s *Store) ReadIndex(ctx context.Context) (uint64, error) {
-	return s.reads.readIndex(ctx)
+	if err := s.awaitLeaderReady(ctx); err != nil {
+		return 0, err
+	}
+	return s.reads.Get(ctx)
 }
 
 // IsLeader reports whether this node is the leader ready to serve.
