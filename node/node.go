@@ -44,8 +44,8 @@ type Config struct {
 	// LeaderHoldTimeout is how long a forwarded write or read-index request
 	// waits, retrying, while there is no leader.
 	LeaderHoldTimeout time.Duration
-	RaftLogLevel    string
-	Raft            RaftTuning
+	RaftLogLevel      string
+	Raft              RaftTuning
 }
 
 // RaftTuning holds raft timings and snapshot thresholds; zero means default.
