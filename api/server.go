@@ -62,6 +62,9 @@ type Node interface {
 	// Ready: the node knows a leader and has applied up to it.
 	Ready(ctx context.Context) error
 	Status(ctx context.Context) (*ClusterStatus, error)
+	// Backup writes a consistent copy of all registry metadata to w and
+	// returns the index it reflects.
+	Backup(ctx context.Context, w io.Writer) (uint64, error)
 }
 
 // ClusterStatus is the JSON of GET /cluster/status.
@@ -124,6 +127,7 @@ func New(cfg Config, reg Registry, blobs BlobStore, node Node, logger *slog.Logg
 	})
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	s.mux.HandleFunc("GET /cluster/status", s.clusterStatus)
+	s.mux.HandleFunc("GET /cluster/snapshot", s.snapshot)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{Registry: promReg}))
 	s.mux.HandleFunc("/v2/", s.serveV2)
 	return s
@@ -186,6 +190,18 @@ func (s *Server) clusterStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, "application/json", st)
+}
+
+// snapshot streams a metadata backup (flotilla snapshot save).
+func (s *Server) snapshot(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Disposition", `attachment; filename="flotilla-snapshot.db"`)
+	idx, err := s.node.Backup(r.Context(), w)
+	if err != nil {
+		s.logger.Error("snapshot failed", "err", err)
+		panic(http.ErrAbortHandler) // the body is partly written: cut the connection
+	}
+	s.logger.Info("snapshot served", "index", idx)
 }
 
 // Routes below /v2/. Repository names contain slashes, so the path is

@@ -87,6 +87,10 @@ type Command struct {
 	ExpectOffset int64 `json:"expectOffset,omitempty"`
 	// Blob is the index entry a CompleteUpload creates.
 	Blob *Blob `json:"blob,omitempty"`
+	// IdleSince, on a CancelUpload, makes it an expiry: it applies only if
+	// the session was last updated at or before this time (leader clock,
+	// unix nanoseconds), so a session a client just advanced survives.
+	IdleSince int64 `json:"idleSince,omitempty"`
 	// Member is the node a SetMember or RemoveMember is about.
 	Member *Member `json:"member,omitempty"`
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -44,6 +45,10 @@ type Config struct {
 	// LeaderHoldTimeout is how long a forwarded write or read-index request
 	// waits, retrying, while there is no leader.
 	LeaderHoldTimeout time.Duration
+	// UploadExpiry: upload sessions idle this long are closed and their
+	// staged bytes deleted (default 24h), checked every JanitorInterval.
+	UploadExpiry    time.Duration
+	JanitorInterval time.Duration
 	RaftLogLevel      string
 	Raft              RaftTuning
 }
@@ -82,6 +87,12 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) {
 	}
 	if cfg.LeaderHoldTimeout == 0 {
 		cfg.LeaderHoldTimeout = 10 * time.Second
+	}
+	if cfg.UploadExpiry == 0 {
+		cfg.UploadExpiry = 24 * time.Hour
+	}
+	if cfg.JanitorInterval == 0 {
+		cfg.JanitorInterval = time.Minute
 	}
 	id, err := prepareDataDir(cfg.DataDir, cfg.NodeID)
 	if err != nil {
@@ -160,6 +171,7 @@ func (n *Node) Run(ctx context.Context) error {
 	run(n.reads.Run)
 	run(n.registerLoop)
 	run(n.watchMembership)
+	run(n.expireUploads)
 	if len(n.cfg.Join) > 0 && !n.store.HadState() {
 		run(n.joinLoop)
 	}
@@ -234,6 +246,15 @@ func (n *Node) watchMembership(ctx context.Context) {
 // it committed before the call.
 func (n *Node) Ready(ctx context.Context) error {
 	return n.registry.Fence(ctx, api.ReadOptions{})
+}
+
+// Backup implements api.Node: a read-your-writes consistent copy of the
+// state machine.
+func (n *Node) Backup(ctx context.Context, w io.Writer) (uint64, error) {
+	if err := n.registry.Fence(ctx, api.ReadOptions{}); err != nil {
+		return 0, err
+	}
+	return n.store.Backup(w)
 }
 
 // Status implements api.Node.

@@ -337,6 +337,9 @@ func (a applier) cancelUpload() error {
 	if !found || s.Repo != a.c.Repo {
 		return meta.ErrUploadUnknown.WithDetail(id.ID)
 	}
+	if a.c.IdleSince != 0 && s.Updated > a.c.IdleSince {
+		return meta.ErrRangeInvalid.WithDetail("upload was updated since it was found idle")
+	}
 	return a.b(bucketUploads).Delete([]byte(id.ID))
 }
 

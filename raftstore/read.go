@@ -168,3 +168,23 @@ func (s *Store) Members() (map[string]meta.Member, error) {
 	})
 	return out, err
 }
+
+// IdleUploads returns up to limit upload sessions last updated before
+// cutoff (unix nanoseconds).
+func (s *Store) IdleUploads(cutoff int64, limit int) ([]meta.Upload, error) {
+	var out []meta.Upload
+	err := s.fsm.view(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketUploads).Cursor()
+		for k, v := c.First(); k != nil && len(out) < limit; k, v = c.Next() {
+			var u meta.Upload
+			if err := json.Unmarshal(v, &u); err != nil {
+				return fmt.Errorf("decode upload %q: %w", k, err)
+			}
+			if u.Updated < cutoff {
+				out = append(out, u)
+			}
+		}
+		return nil
+	})
+	return out, err
+}

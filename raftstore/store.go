@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	bolt "go.etcd.io/bbolt"
 )
 
 var (
@@ -462,4 +463,41 @@ func (s *Store) Close() error {
 		s.closeStores()
 	})
 	return err
+}
+
+// ErrHasState: a restore target already holds raft state.
+var ErrHasState = errors.New("raftstore: directory already holds raft state")
+
+// RestoreBackup seeds dir (a node's raft dir, which must hold no raft state)
+// with a state machine file written by Backup, for disaster recovery: the
+// node started on it bootstraps a new cluster whose log begins empty, so
+// the applied index recorded in the file is reset to zero.
+func RestoreBackup(dir string, r io.Reader) error {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return err
+	}
+	for _, name := range []string{"raft.db", "snapshots"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			return fmt.Errorf("%w: %s", ErrHasState, filepath.Join(dir, name))
+		}
+	}
+	path := filepath.Join(dir, "fsm.db")
+	tmp := path + ".restore"
+	if err := writeFileSync(tmp, r); err != nil {
+		return err
+	}
+	db, err := openDB(tmp)
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	err = db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keyApplied) })
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("restore: %w", err)
+	}
+	return os.Rename(tmp, path)
 }

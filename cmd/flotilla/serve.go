@@ -21,7 +21,7 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCommand(), newClusterCommand())
+	root.AddCommand(newServeCommand(), newClusterCommand(), newSnapshotCommand())
 	return root
 }
 
@@ -71,10 +71,15 @@ func newServeCommand() *cobra.Command {
 	f.DurationVar(&c.BlobRedirectTTL, "blob-redirect-ttl", 20*time.Minute, "lifetime of presigned blob URLs")
 	f.BoolVar(&c.StaleReads, "stale-reads", false, "serve tag reads from local state without asking the leader")
 	f.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests may run on shutdown")
+	f.DurationVar(&c.UploadExpiry, "upload-expiry", 24*time.Hour, "close upload sessions idle this long and delete their staged bytes")
+	f.DurationVar(&c.JanitorInterval, "janitor-interval", time.Minute, "how often the leader looks for idle uploads")
+	f.DurationVar(&c.LeaderHoldTimeout, "leader-hold-timeout", 10*time.Second, "how long a request waits for a leader before 503")
 	f.StringVar(&c.RaftLogLevel, "raft-log-level", "warn", "log level of the raft library")
 	f.Uint64Var(&c.Raft.SnapshotThreshold, "snapshot-threshold", 8192, "log entries between automatic snapshots")
 	f.DurationVar(&c.Raft.SnapshotInterval, "snapshot-interval", 2*time.Minute, "how often to check whether to snapshot")
 	f.Uint64Var(&c.Raft.TrailingLogs, "trailing-logs", 10240, "log entries kept after a snapshot")
+	f.DurationVar(&c.Raft.HeartbeatTimeout, "raft-heartbeat-timeout", time.Second, "raft heartbeat timeout")
+	f.DurationVar(&c.Raft.ElectionTimeout, "raft-election-timeout", time.Second, "raft election timeout")
 	return cmd
 }
 
