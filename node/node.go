@@ -49,8 +49,8 @@ type Config struct {
 	// staged bytes deleted (default 24h), checked every JanitorInterval.
 	UploadExpiry    time.Duration
 	JanitorInterval time.Duration
-	RaftLogLevel      string
-	Raft              RaftTuning
+	RaftLogLevel    string
+	Raft            RaftTuning
 }
 
 // RaftTuning holds raft timings and snapshot thresholds; zero means default.
