@@ -9,6 +9,7 @@
 //
 //	FLOTILLA_REQUIRE_TOOLS=1      fail (instead of skip) when a tool is missing
 //	FLOTILLA_BINARY=path          use this flotilla binary instead of building one
+//	FLOTILLA_RACE_BINARY=1        build the flotilla binary with -race
 //	FLOTILLA_TARGET=distribution  run the registry tests against CNCF Distribution's
 //	                              "registry" binary instead of flotilla (harness check)
 //	FLOTILLA_CONFORMANCE_URL=url  run TestConformance against an already running

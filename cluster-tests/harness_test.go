@@ -74,7 +74,9 @@ func repoRoot(t testing.TB) string {
 }
 
 // flotillaBinary builds ./cmd/flotilla once per test binary run (or returns
-// $FLOTILLA_BINARY when set).
+// $FLOTILLA_BINARY when set). FLOTILLA_RACE_BINARY=1 builds it with -race:
+// a data race then shows up as an unclean exit (status 66) with the report
+// in the node's log.
 func flotillaBinary(t testing.TB) string {
 	t.Helper()
 	if p := os.Getenv("FLOTILLA_BINARY"); p != "" {
@@ -87,7 +89,11 @@ func flotillaBinary(t testing.TB) string {
 			return
 		}
 		buildPath = filepath.Join(buildDir, "flotilla")
-		cmd := exec.Command("go", "build", "-o", buildPath, "./cmd/flotilla")
+		args := []string{"build", "-o", buildPath}
+		if os.Getenv("FLOTILLA_RACE_BINARY") == "1" {
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, "./cmd/flotilla")...)
 		cmd.Dir = root
 		buildOutput, buildErr = cmd.CombinedOutput()
 	})
@@ -480,7 +486,12 @@ func startNode(t testing.TB, cfg nodeConfig) *node {
 		"--grpc-addr", n.GRPCAddr,
 	}
 	args = append(args, cfg.Args...)
-	n.proc = newProc(t, "flotilla-node-"+n.ID, bin, args, cfg.Env, httpProbe("http://"+n.HTTPAddr+"/readyz"))
+	env := cfg.Env
+	if os.Getenv("FLOTILLA_RACE_BINARY") == "1" {
+		// Stop at the first data race, so that it fails the test that hit it.
+		env = append([]string{"GORACE=halt_on_error=1"}, env...)
+	}
+	n.proc = newProc(t, "flotilla-node-"+n.ID, bin, args, env, httpProbe("http://"+n.HTTPAddr+"/readyz"))
 	n.start()
 	return n
 }

@@ -53,6 +53,9 @@ fi
 
 export PATH="$TOOLS_BIN:$PATH"
 export FLOTILLA_REQUIRE_TOOLS=1
+# cluster-tests build the flotilla binary with -race too: a data race in the
+# server under real clients stops the node and fails the test.
+export FLOTILLA_RACE_BINARY="${FLOTILLA_RACE_BINARY:-1}"
 
 echo "==> tools"
 for t in go minio conformance crane regctl oras registry skopeo; do
