@@ -14,7 +14,7 @@ if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
 	export PATH="/usr/local/go/bin:$PATH"
 fi
 
-TOOLS_DIR="${FLOTILLA_TOOLS:-$HOME/.cache/flotilla-tools}"
+TOOLS_DIR="${FLOTILLA_TOOLS:-${HOME:-/root}/.cache/flotilla-tools}"
 TOOLS_BIN="$TOOLS_DIR/bin"
 mkdir -p "$TOOLS_BIN"
 
