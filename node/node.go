@@ -99,6 +99,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	cfg.NodeID = id
+	cfg.Join = withoutSelf(cfg.Join, advertise(cfg.GRPCAddr, cfg.RaftAddr))
 	logger = logger.With("node", id)
 	n := &Node{cfg: cfg, logger: logger}
 
@@ -150,6 +151,19 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) {
 	n.httpSrv = &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
 	return n, nil
+}
+
+// withoutSelf drops this node's own gRPC address from a join list, so every
+// node of a deployment can be given the same --join (the node it names
+// bootstraps; the others join it).
+func withoutSelf(join []string, self string) []string {
+	var out []string
+	for _, j := range join {
+		if j != self {
+			out = append(out, j)
+		}
+	}
+	return out
 }
 
 // HTTPAddr is the address the API listens on.
