@@ -62,6 +62,8 @@ type Node interface {
 	// Ready: the node knows a leader and has applied up to it.
 	Ready(ctx context.Context) error
 	Status(ctx context.Context) (*ClusterStatus, error)
+	// StateHash digests the node's whole state machine at its applied index.
+	StateHash(ctx context.Context) (*StateHash, error)
 	// Backup writes a consistent copy of all registry metadata to w and
 	// returns the index it reflects.
 	Backup(ctx context.Context, w io.Writer) (uint64, error)
@@ -75,6 +77,14 @@ type ClusterStatus struct {
 	AppliedIndex uint64   `json:"applied_index"`
 	CommitIndex  uint64   `json:"commit_index"`
 	Members      []Member `json:"members"`
+}
+
+// StateHash is the JSON of GET /cluster/state-hash: nodes at the same
+// applied index must show the same hash.
+type StateHash struct {
+	NodeID       string `json:"node_id"`
+	AppliedIndex uint64 `json:"applied_index"`
+	Hash         string `json:"hash"`
 }
 
 // Member is one node of the cluster as /cluster/status shows it.
@@ -128,6 +138,14 @@ func New(cfg Config, reg Registry, blobs BlobStore, node Node, logger *slog.Logg
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	s.mux.HandleFunc("GET /cluster/status", s.clusterStatus)
 	s.mux.HandleFunc("GET /cluster/snapshot", s.snapshot)
+	s.mux.HandleFunc("GET /cluster/state-hash", func(w http.ResponseWriter, r *http.Request) {
+		h, err := s.node.StateHash(r.Context())
+		if err != nil {
+			writeError(w, fromDomain(err))
+			return
+		}
+		writeJSON(w, http.StatusOK, "application/json", h)
+	})
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{Registry: promReg}))
 	s.mux.HandleFunc("/v2/", s.serveV2)
 	return s

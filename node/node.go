@@ -271,6 +271,15 @@ func (n *Node) Backup(ctx context.Context, w io.Writer) (uint64, error) {
 	return n.store.Backup(w)
 }
 
+// StateHash implements api.Node.
+func (n *Node) StateHash(ctx context.Context) (*api.StateHash, error) {
+	idx, h, err := n.store.StateHash()
+	if err != nil {
+		return nil, err
+	}
+	return &api.StateHash{NodeID: n.cfg.NodeID, AppliedIndex: idx, Hash: h}, nil
+}
+
 // Status implements api.Node.
 func (n *Node) Status(ctx context.Context) (*api.ClusterStatus, error) {
 	_, leaderID := n.store.Leader()

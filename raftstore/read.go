@@ -2,6 +2,9 @@ package raftstore
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -187,4 +190,37 @@ func (s *Store) IdleUploads(cutoff int64, limit int) ([]meta.Upload, error) {
 		return nil
 	})
 	return out, err
+}
+
+// StateHash is a digest of the whole registry state (every bucket but the
+// bookkeeping in meta) and the applied index it reflects. Nodes that applied
+// the same log prefix have the same hash.
+func (s *Store) StateHash() (uint64, string, error) {
+	var idx uint64
+	h := sha256.New()
+	err := s.fsm.view(func(tx *bolt.Tx) error {
+		idx = appliedIn(tx)
+		for _, name := range allBuckets {
+			if bytes.Equal(name, bucketMeta) {
+				continue
+			}
+			h.Write(name)
+			h.Write([]byte{0})
+			err := tx.Bucket(name).ForEach(func(k, v []byte) error {
+				var n [8]byte
+				binary.BigEndian.PutUint64(n[:], uint64(len(k)))
+				h.Write(n[:])
+				h.Write(k)
+				binary.BigEndian.PutUint64(n[:], uint64(len(v)))
+				h.Write(n[:])
+				h.Write(v)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return idx, hex.EncodeToString(h.Sum(nil)), err
 }
