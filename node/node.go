@@ -38,7 +38,11 @@ type Config struct {
 	AllowSparse     bool
 	BlobRedirect    bool
 	BlobRedirectTTL time.Duration
-	StaleReads      bool
+	// StaleReads serves tag reads locally unless a request asks otherwise;
+	// a stale read is local only while this node heard from the leader
+	// within MaxStaleness (default 5s), else it takes a read index.
+	StaleReads   bool
+	MaxStaleness time.Duration
 
 	// ShutdownTimeout bounds how long in-flight requests may take on stop.
 	ShutdownTimeout time.Duration
@@ -87,6 +91,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) {
 	}
 	if cfg.LeaderHoldTimeout == 0 {
 		cfg.LeaderHoldTimeout = 10 * time.Second
+	}
+	if cfg.MaxStaleness == 0 {
+		cfg.MaxStaleness = 5 * time.Second
 	}
 	if cfg.UploadExpiry == 0 {
 		cfg.UploadExpiry = 24 * time.Hour

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/flotilla/flotilla/api"
 	"github.com/flotilla/flotilla/meta"
@@ -33,9 +34,14 @@ func (r *registry) Apply(ctx context.Context, c *meta.Command) (*meta.Result, er
 }
 
 // Fence waits until local state reflects what opts asks: with Stale only
-// the client's MinIndex, otherwise everything committed before the call.
+// the client's MinIndex, provided this node heard from the leader within
+// MaxStaleness (else it falls back to a read index); otherwise everything
+// committed before the call.
 func (r *registry) Fence(ctx context.Context, opts api.ReadOptions) error {
 	target := opts.MinIndex
+	if opts.Stale && time.Since(r.LastContact()) > r.node.cfg.MaxStaleness {
+		opts.Stale = false
+	}
 	if !opts.Stale {
 		idx, err := r.node.reads.Get(ctx)
 		if err != nil {

@@ -356,6 +356,15 @@ func (s *Store) Leader() (addr, id string) {
 	return string(a), string(i)
 }
 
+// LastContact is when this node last heard from the leader (now, on the
+// leader itself).
+func (s *Store) LastContact() time.Time {
+	if s.raft.State() == raft.Leader {
+		return time.Now()
+	}
+	return s.raft.LastContact()
+}
+
 // State is raft's state name: Leader, Follower, Candidate, Shutdown.
 func (s *Store) State() string { return s.raft.State().String() }
 

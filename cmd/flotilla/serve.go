@@ -70,6 +70,7 @@ func newServeCommand() *cobra.Command {
 	f.BoolVar(&c.BlobRedirect, "blob-redirect", false, "answer blob GETs with a redirect to a presigned URL")
 	f.DurationVar(&c.BlobRedirectTTL, "blob-redirect-ttl", 20*time.Minute, "lifetime of presigned blob URLs")
 	f.BoolVar(&c.StaleReads, "stale-reads", false, "serve tag reads from local state without asking the leader")
+	f.DurationVar(&c.MaxStaleness, "max-staleness", 5*time.Second, "a stale read is local only if the leader was heard from within this bound")
 	f.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests may run on shutdown")
 	f.DurationVar(&c.UploadExpiry, "upload-expiry", 24*time.Hour, "close upload sessions idle this long and delete their staged bytes")
 	f.DurationVar(&c.JanitorInterval, "janitor-interval", time.Minute, "how often the leader looks for idle uploads")
