@@ -3,7 +3,8 @@ package blobstore
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
+	"crypto/md5"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -96,6 +97,7 @@ type s3State struct {
 	Parts    []s3Part `json:"parts,omitempty"`
 	Tail     string   `json:"tail,omitempty"` // bytes after the parts, < one part
 	TailSize int64    `json:"tail_size,omitempty"`
+	TailETag string   `json:"tail_etag,omitempty"` // as the store reported it
 }
 
 type s3Part struct {
@@ -262,6 +264,16 @@ func (s *S3) putBuf(b *[]byte) { s.bufs.Put(b) }
 // tailPrefix is the key prefix of every tail object of upload id.
 func tailPrefix(id string) string { return "blobs/" + id + ".tail." }
 
+// tailKey names a tail by where its bytes sit in the blob and by their
+// SHA-256. So a new tail never replaces different bytes that some state
+// may still use, while an Append replayed with the same bytes from the same
+// state writes the very same object: a completed small blob (which is its
+// tail) and its replay cannot delete each other.
+func tailKey(id string, offset int64, b []byte) string {
+	sum := sha256.Sum256(b)
+	return tailPrefix(id) + strconv.FormatInt(offset, 10) + "." + hex.EncodeToString(sum[:16])
+}
+
 func validUploadID(id string) bool {
 	return id != "" && len(id) <= 200 && !strings.ContainsAny(id, "/\\.") &&
 		!strings.ContainsFunc(id, func(r rune) bool { return r < 0x20 || r == 0x7f })
@@ -384,13 +396,15 @@ func (s *S3) Append(ctx context.Context, u Upload, r io.Reader) (Upload, error) 
 		return u, nil
 	}
 	if restN > 0 {
-		next.Tail = tailPrefix(next.ID) + strconv.FormatInt(u.Size+counted.n-int64(restN), 10) + "." + randomHex(8)
+		tail := (*rest)[:restN]
+		next.Tail = tailKey(next.ID, u.Size+counted.n-int64(restN), tail)
 		next.TailSize = int64(restN)
-		_, err := s.core.PutObject(ctx, s.bucket, s.object(next.Tail), bytes.NewReader((*rest)[:restN]), int64(restN), "", "", minio.PutObjectOptions{})
+		info, err := s.core.PutObject(ctx, s.bucket, s.object(next.Tail), bytes.NewReader(tail), int64(restN), "", "", minio.PutObjectOptions{})
 		if err != nil {
 			s.abandon(ctx, st, next)
 			return u, fmt.Errorf("blobstore s3: write tail: %w", err)
 		}
+		next.TailETag = info.ETag
 	}
 	if rest != nil {
 		s.putBuf(rest)
@@ -542,6 +556,12 @@ func (s *S3) abortMultipart(ctx context.Context, key, uploadID string) error {
 	return nil
 }
 
+// Complete finishes the upload. It never replaces an object that holds
+// other bytes: when the final key already exists it must be this state's
+// own completion (a retry: same size and, where the store's ETags are MD5s
+// as on MinIO and unencrypted AWS S3, the multipart ETag of exactly these
+// parts), or Complete fails with ErrCorruptState. That happens when a
+// sibling state (another Append from the same state) completed first.
 func (s *S3) Complete(ctx context.Context, u Upload) (string, error) {
 	st, err := s.decode(u)
 	if err != nil {
@@ -562,39 +582,40 @@ func (s *S3) Complete(ctx context.Context, u Upload) (string, error) {
 			}
 			return st.Tail, nil
 		}
-		_, err := s.core.PutObject(ctx, s.bucket, s.object(st.Object), bytes.NewReader(nil), 0, "", "", minio.PutObjectOptions{})
-		if err != nil {
-			return "", fmt.Errorf("blobstore s3: write empty blob: %w", err)
-		}
-		if err := s.sweep(ctx, st, st.Object); err != nil {
-			return "", err
-		}
-		return st.Object, nil
+		return s.completeEmpty(ctx, st)
 	}
 
 	// A retry after the multipart upload was completed finds the object.
-	if size, err := s.Stat(ctx, st.Object); err == nil && size == u.Size {
-		return st.Object, s.sweep(ctx, st, st.Object)
-	} else if err != nil && !errors.Is(err, ErrNotFound) {
+	if done, err := s.completedAs(ctx, st, u.Size, st.TailETag); err != nil {
 		return "", err
+	} else if done {
+		return st.Object, s.sweep(ctx, st, st.Object)
 	}
 
 	parts := make([]minio.CompletePart, 0, len(st.Parts)+1)
 	for _, p := range st.Parts {
 		parts = append(parts, minio.CompletePart{PartNumber: p.N, ETag: p.ETag})
 	}
+	lastETag := ""
 	if st.Tail != "" {
 		p, err := s.uploadTailPart(ctx, st)
 		if err != nil {
 			return "", err
 		}
 		parts = append(parts, p)
+		lastETag = p.ETag
 	}
-	_, err = s.core.CompleteMultipartUpload(ctx, s.bucket, s.object(st.Object), st.UploadID, parts, minio.PutObjectOptions{})
+	err = s.ifNoneMatch(func(opts minio.PutObjectOptions) error {
+		_, err := s.core.CompleteMultipartUpload(ctx, s.bucket, s.object(st.Object), st.UploadID, parts, opts)
+		return err
+	})
 	if err != nil {
-		if minio.ToErrorResponse(err).Code == minio.NoSuchUpload {
-			// Completed concurrently by another node?
-			if size, err2 := s.Stat(ctx, st.Object); err2 == nil && size == u.Size {
+		switch minio.ToErrorResponse(err).Code {
+		case minio.NoSuchUpload, minio.PreconditionFailed, "ConditionalRequestConflict":
+			// Completed meanwhile: by a retry of this state, or by a sibling.
+			if done, err2 := s.completedAs(ctx, st, u.Size, lastETag); err2 != nil {
+				return "", err2
+			} else if done {
 				return st.Object, s.sweep(ctx, st, st.Object)
 			}
 			return "", fmt.Errorf("blobstore s3: multipart upload of %s is gone: %w", st.ID, ErrNotFound)
@@ -610,6 +631,92 @@ func (s *S3) Complete(ctx context.Context, u Upload) (string, error) {
 		return "", err
 	}
 	return st.Object, nil
+}
+
+// completeEmpty writes the empty blob, unless it exists already.
+func (s *S3) completeEmpty(ctx context.Context, st *s3State) (string, error) {
+	if done, err := s.completedAs(ctx, st, 0, ""); err != nil {
+		return "", err
+	} else if !done {
+		err := s.ifNoneMatch(func(opts minio.PutObjectOptions) error {
+			_, err := s.core.PutObject(ctx, s.bucket, s.object(st.Object), bytes.NewReader(nil), 0, "", "", opts)
+			return err
+		})
+		switch minio.ToErrorResponse(err).Code {
+		case "":
+		case minio.PreconditionFailed, "ConditionalRequestConflict":
+			if done, err := s.completedAs(ctx, st, 0, ""); err != nil {
+				return "", err
+			} else if !done {
+				return "", fmt.Errorf("blobstore s3: %s appeared meanwhile: %w", st.Object, ErrCorruptState)
+			}
+		default:
+			return "", fmt.Errorf("blobstore s3: write empty blob: %w", err)
+		}
+	}
+	if err := s.sweep(ctx, st, st.Object); err != nil {
+		return "", err
+	}
+	return st.Object, nil
+}
+
+// ifNoneMatch runs write with "If-None-Match: *" (create only), or without
+// it when the store does not implement conditional writes.
+func (s *S3) ifNoneMatch(write func(minio.PutObjectOptions) error) error {
+	var opts minio.PutObjectOptions
+	opts.SetMatchETagExcept("*")
+	err := write(opts)
+	if err != nil && minio.ToErrorResponse(err).Code == minio.NotImplemented {
+		s.log.Debug("conditional writes not supported; writing unconditionally")
+		return write(minio.PutObjectOptions{})
+	}
+	return err
+}
+
+// completedAs reports whether st.Object exists as the completion of st:
+// size bytes and, when every part ETag is an MD5 (lastETag is the final
+// part's, "" when the parts end on a boundary), the multipart ETag of
+// exactly those parts. An object with other contents is an error.
+func (s *S3) completedAs(ctx context.Context, st *s3State, size int64, lastETag string) (bool, error) {
+	info, err := s.client.StatObject(ctx, s.bucket, s.object(st.Object), minio.StatObjectOptions{})
+	if err != nil {
+		if minio.ToErrorResponse(err).Code == minio.NoSuchKey {
+			return false, nil
+		}
+		return false, fmt.Errorf("blobstore s3: stat %s: %w", st.Object, err)
+	}
+	if info.Size == size {
+		if size == 0 {
+			return true, nil
+		}
+		want, ok := multipartETag(st.Parts, lastETag, st.Tail != "")
+		if !ok || strings.EqualFold(strings.Trim(info.ETag, `"`), want) {
+			return true, nil
+		}
+	}
+	return false, fmt.Errorf("blobstore s3: %s already holds other bytes than upload state %s (%d bytes): %w", st.Object, st.ID, size, ErrCorruptState)
+}
+
+// multipartETag computes the ETag S3 gives a completed multipart object,
+// hex(md5(concatenated binary part MD5s)) + "-" + part count. ok is false
+// when some part ETag is not an MD5 (encrypted buckets) or unknown.
+func multipartETag(parts []s3Part, last string, hasLast bool) (string, bool) {
+	etags := make([]string, 0, len(parts)+1)
+	for _, p := range parts {
+		etags = append(etags, p.ETag)
+	}
+	if hasLast {
+		etags = append(etags, last)
+	}
+	h := md5.New()
+	for _, e := range etags {
+		b, err := hex.DecodeString(strings.Trim(e, `"`))
+		if err != nil || len(b) != md5.Size {
+			return "", false
+		}
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil)) + "-" + strconv.Itoa(len(etags)), true
 }
 
 // uploadTailPart sends the tail as the last part (any size is fine there).
@@ -885,10 +992,4 @@ func (e *exactReader) Read(p []byte) (int, error) {
 		return n, io.EOF
 	}
 	return n, err
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b) // crypto/rand.Read never fails
-	return hex.EncodeToString(b)
 }
