@@ -26,10 +26,11 @@ func newRootCommand() *cobra.Command {
 }
 
 type serveOptions struct {
-	config   string
-	logLevel string
-	cfg      node.Config
-	join     []string
+	debugAddr string
+	config    string
+	logLevel  string
+	cfg       node.Config
+	join      []string
 }
 
 func newServeCommand() *cobra.Command {
@@ -75,6 +76,7 @@ func newServeCommand() *cobra.Command {
 	f.DurationVar(&c.UploadExpiry, "upload-expiry", 24*time.Hour, "close upload sessions idle this long and delete their staged bytes")
 	f.DurationVar(&c.JanitorInterval, "janitor-interval", time.Minute, "how often the leader looks for idle uploads")
 	f.DurationVar(&c.LeaderHoldTimeout, "leader-hold-timeout", 10*time.Second, "how long a request waits for a leader before 503")
+	f.StringVar(&o.debugAddr, "debug-addr", "", "serve Go's pprof profiles on this address (off when empty; keep it private)")
 	f.StringVar(&c.RaftLogLevel, "raft-log-level", "warn", "log level of the raft library")
 	f.Uint64Var(&c.Raft.SnapshotThreshold, "snapshot-threshold", 8192, "log entries between automatic snapshots")
 	f.DurationVar(&c.Raft.SnapshotInterval, "snapshot-interval", 2*time.Minute, "how often to check whether to snapshot")
@@ -100,6 +102,11 @@ func (o *serveOptions) run(ctx context.Context) error {
 	n, err := node.New(ctx, o.cfg, logger)
 	if err != nil {
 		return err
+	}
+	if o.debugAddr != "" {
+		if err := serveDebug(ctx, o.debugAddr, logger); err != nil {
+			return err
+		}
 	}
 	return n.Run(ctx)
 }
