@@ -3,7 +3,6 @@ package node_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -109,6 +108,14 @@ func startNode(t *testing.T, mutate func(*node.Config)) *testNode {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// on returns tn reporting to t (a subtest), so that its fatal errors stop
+// the right goroutine.
+func (tn *testNode) on(t *testing.T) *testNode {
+	c := *tn
+	c.t = t
+	return &c
 }
 
 // response is a finished HTTP exchange.
@@ -321,6 +328,7 @@ func (tn *testNode) putManifest(repo, ref, mediaType string, raw []byte) *respon
 
 func (tn *testNode) blobAbsent(t *testing.T, repo, dgst string) {
 	t.Helper()
+	tn = tn.on(t)
 	if r := tn.req(http.MethodHead, "/v2/"+repo+"/blobs/"+dgst, nil); r.status != http.StatusNotFound {
 		t.Errorf("blob %s in %s: HEAD %d, want 404 (absent)", dgst, repo, r.status)
 	}
@@ -328,6 +336,7 @@ func (tn *testNode) blobAbsent(t *testing.T, repo, dgst string) {
 
 func (tn *testNode) manifestAbsent(t *testing.T, repo, ref string) {
 	t.Helper()
+	tn = tn.on(t)
 	if r := tn.req(http.MethodHead, "/v2/"+repo+"/manifests/"+ref, nil); r.status != http.StatusNotFound {
 		t.Errorf("manifest %s in %s: HEAD %d, want 404 (absent)", ref, repo, r.status)
 	}
@@ -335,6 +344,7 @@ func (tn *testNode) manifestAbsent(t *testing.T, repo, ref string) {
 
 func (tn *testNode) tags(t *testing.T, repo string) []string {
 	t.Helper()
+	tn = tn.on(t)
 	r := tn.req(http.MethodGet, "/v2/"+repo+"/tags/list", nil)
 	if r.status == http.StatusNotFound {
 		return nil
@@ -352,6 +362,7 @@ func (tn *testNode) tags(t *testing.T, repo string) []string {
 
 func (tn *testNode) catalog(t *testing.T) []string {
 	t.Helper()
+	tn = tn.on(t)
 	r := tn.req(http.MethodGet, "/v2/_catalog", nil)
 	expectStatus(t, r, http.StatusOK)
 	var body struct {
@@ -361,9 +372,4 @@ func (tn *testNode) catalog(t *testing.T) []string {
 		t.Fatalf("catalog body: %v: %s", err, r)
 	}
 	return body.Repositories
-}
-
-func sha256Hex(b []byte) string {
-	s := sha256.Sum256(b)
-	return fmt.Sprintf("%x", s[:])
 }
