@@ -132,6 +132,7 @@ func runBlobs(ctx context.Context, args []string, stdout, stderr io.Writer) (*Re
 	rngs := make([]*mrand.ChaCha8, o.concurrency)
 	var genTime time.Duration
 	ph := phase{workers: o.concurrency, count: o.count, duration: o.duration, maxErrors: o.maxErrors}
+	endCPU := o.measure(push)
 	ph.run(ctx, func(ctx context.Context, w, seq int) error {
 		var data []byte
 		var dgst string
@@ -159,6 +160,7 @@ func runBlobs(ctx context.Context, args []string, stdout, stderr io.Writer) (*Re
 		}
 		return err
 	})
+	endCPU()
 	pre = nil // let the pushed content go before the pull
 	rep.Results = append(rep.Results, push.result())
 	if genTime > 0 {
@@ -177,6 +179,7 @@ func runBlobs(ctx context.Context, args []string, stdout, stderr io.Writer) (*Re
 		}
 		bufs := make([][]byte, o.concurrency)
 		ph := phase{workers: o.concurrency, count: pc, duration: o.duration, maxErrors: o.maxErrors}
+		endCPU := o.measure(pull)
 		ph.run(ctx, func(ctx context.Context, w, seq int) error {
 			if bufs[w] == nil {
 				bufs[w] = make([]byte, 256<<10)
@@ -187,6 +190,7 @@ func runBlobs(ctx context.Context, args []string, stdout, stderr io.Writer) (*Re
 			pull.done(start, b.size, err)
 			return err
 		})
+		endCPU()
 		rep.Results = append(rep.Results, pull.result())
 		rep.note("pull reads every byte and checks its sha256 on the client")
 	}

@@ -119,6 +119,7 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) (*Rep
 			}
 			return nil
 		}
+		endCPU := o.measure(mount, put)
 		// First every repository: its blobs (mounted from the first), then
 		// its tag t0000000.
 		ph := phase{workers: o.populateConc, count: o.repos, maxErrors: 1}
@@ -143,6 +144,7 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) (*Rep
 				return putTag(ctx, repoName(seq%o.bigRepos), fmt.Sprintf("t%07d", seq/o.bigRepos+1))
 			})
 		}
+		endCPU()
 		rep.Results = append(rep.Results, mount.result(), put.result())
 		rep.note("populated %d repositories and %d tags in %.1fs", o.repos, o.tags, time.Since(t0).Seconds())
 		if firstErr != nil {
@@ -159,6 +161,7 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) (*Rep
 	var seen, pages int
 	var mu sync.Mutex
 	ph := phase{workers: o.concurrency, count: o.walks, maxErrors: 1}
+	endCPU := o.measure(catPage, walk)
 	ph.run(ctx, func(ctx context.Context, _, _ int) error {
 		w0 := time.Now()
 		n, p, err := walkPages(ctx, c, "/v2/_catalog?n="+itoa(o.pageSize), catPage)
@@ -168,6 +171,7 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) (*Rep
 		mu.Unlock()
 		return err
 	})
+	endCPU()
 	rep.Results = append(rep.Results, catPage.result(), walk.result())
 	rep.note("catalog: %d repositories in %d pages of up to %d", seen, pages, o.pageSize)
 	if seen < o.repos && catPage.result().Errors == 0 && ctx.Err() == nil {
@@ -181,6 +185,7 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) (*Rep
 	tagPage := newRecorder("tags page")
 	var tagsSeen, tagPages int
 	ph = phase{workers: o.concurrency, count: o.walks * o.bigRepos, maxErrors: 1}
+	endCPU = o.measure(tagPage)
 	ph.run(ctx, func(ctx context.Context, _, seq int) error {
 		repo := repoName(seq % o.bigRepos)
 		n, p, err := walkPages(ctx, c, "/v2/"+repo+"/tags/list?n="+itoa(o.pageSize), tagPage)
@@ -189,6 +194,7 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) (*Rep
 		mu.Unlock()
 		return err
 	})
+	endCPU()
 	rep.Results = append(rep.Results, tagPage.result())
 	rep.note("tags: %d tags in %d pages over %d walks of %d repositories", tagsSeen, tagPages, o.walks, o.bigRepos)
 	if ctx.Err() != nil {

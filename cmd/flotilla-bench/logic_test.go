@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -139,7 +140,7 @@ func TestSummarize(t *testing.T) {
 	res := summarize("op", lat, 4e6, 1, "boom", 2*time.Second)
 	want := Result{Op: "op", Count: 4, Errors: 1, Seconds: 2, OpsPerSec: 2, Bytes: 4e6, MBPerSec: 2,
 		MeanMs: 25, P50Ms: 20, P90Ms: 40, P99Ms: 40, MaxMs: 40, FirstError: "boom"}
-	if res != want {
+	if !reflect.DeepEqual(res, want) {
 		t.Errorf("summarize = %+v\nwant %+v", res, want)
 	}
 	if lat[0] != 40*time.Millisecond {

@@ -80,11 +80,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "flotilla-bench: unknown command %q\n\n%s", args[0], usage)
 		return 2
 	}
+	cpu0 := cpuSeconds()
 	rep, opts, err := cmd(ctx, args[1:], stdout, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
 	if rep != nil && opts != nil {
+		rep.ClientCPUSeconds = cpuSeconds() - cpu0
 		if perr := printReport(stdout, rep, opts.json); perr != nil && err == nil {
 			err = perr
 		}
@@ -122,6 +124,8 @@ type commonOpts struct {
 	cpuProfile  string
 	prefix      string
 	maxErrors   int
+	watchPIDs   list
+	watch       *cpuWatch
 }
 
 func (o *commonOpts) register(fs *flag.FlagSet, defConc int, defDur time.Duration) {
@@ -135,6 +139,7 @@ func (o *commonOpts) register(fs *flag.FlagSet, defConc int, defDur time.Duratio
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of this client to the file")
 	fs.StringVar(&o.prefix, "prefix", "", "repository name prefix (default bench-<random>, unique per run)")
 	fs.IntVar(&o.maxErrors, "max-errors", 1000, "stop a phase after this many failed operations")
+	fs.Var(&o.watchPIDs, "watch-pid", "name=pid of a local server process whose CPU time to report per phase (repeatable, comma-separated)")
 }
 
 func newFlagSet(name string, stderr io.Writer, help string) *flag.FlagSet {
@@ -161,6 +166,11 @@ func (o *commonOpts) parse(fs *flag.FlagSet, args []string) error {
 	if o.timeout <= 0 {
 		return usageErr("--timeout must be positive")
 	}
+	w, err := parseWatch(o.watchPIDs)
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	o.watch = w
 	if o.prefix == "" {
 		o.prefix = "bench-" + randomID(6)
 	}
@@ -225,6 +235,20 @@ type Report struct {
 	Results []Result       `json:"results"`
 	Notes   []string       `json:"notes,omitempty"`
 	Host    HostInfo       `json:"host"`
+	// ClientCPUSeconds is the user+system CPU time this client used for the
+	// whole command, setup included: on a small machine the client competes
+	// with the server for the same cores.
+	ClientCPUSeconds float64 `json:"client_cpu_seconds"`
+}
+
+// cpuSeconds is the user+system CPU time of this process so far.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
+	return tv(ru.Utime) + tv(ru.Stime)
 }
 
 // HostInfo describes the machine the client ran on.
@@ -288,10 +312,40 @@ func printReport(w io.Writer, r *Report, asJSON bool) error {
 			fmt.Fprintf(w, "first %s error: %s\n", res.Op, res.FirstError)
 		}
 	}
+	for _, res := range r.Results {
+		if c := coresUsed(res.CPU, res.Seconds); c != "" {
+			fmt.Fprintf(w, "cores used during %s: %s\n", res.Op, c)
+		}
+	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)
 	}
+	fmt.Fprintf(w, "client CPU: %.2fs user+system for the whole command\n", r.ClientCPUSeconds)
 	return nil
+}
+
+// coresUsed prints CPU seconds over a wall time as cores, client first.
+func coresUsed(cpu map[string]float64, seconds float64) string {
+	if len(cpu) == 0 || seconds <= 0 {
+		return ""
+	}
+	var names []string
+	for k := range cpu {
+		if k != "client" {
+			names = append(names, k)
+		}
+	}
+	sort.Strings(names)
+	if _, ok := cpu["client"]; ok {
+		names = append([]string{"client"}, names...)
+	}
+	var parts []string
+	for _, k := range names {
+		if c := cpu[k] / seconds; c >= 0.005 || k == "client" {
+			parts = append(parts, fmt.Sprintf("%s %.2f", k, c))
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 func randomID(n int) string {

@@ -97,6 +97,7 @@ func runManifests(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	var mu sync.Mutex
 	var written []taggedManifest
 	ph := phase{workers: o.concurrency, duration: o.duration, maxErrors: o.maxErrors}
+	endCPU := o.measure(put)
 	ph.run(ctx, func(ctx context.Context, w, seq int) error {
 		r := repos[seq%len(repos)]
 		tag := fmt.Sprintf("p%d", seq)
@@ -120,6 +121,7 @@ func runManifests(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		return err
 	})
+	endCPU()
 	rep.Results = append(rep.Results, put.result())
 	if ctx.Err() != nil {
 		return rep, &o.commonOpts, fmt.Errorf("stopped: %w", context.Cause(ctx))
@@ -133,6 +135,7 @@ func runManifests(ctx context.Context, args []string, stdout, stderr io.Writer) 
 
 	get := newRecorder("tag get")
 	rngs := make([]*mrand.ChaCha8, o.concurrency)
+	endCPU = o.measure(get)
 	ph.run(ctx, func(ctx context.Context, w, seq int) error {
 		if rngs[w] == nil {
 			rngs[w] = newRNG()
@@ -143,6 +146,7 @@ func runManifests(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		get.done(start, n, err)
 		return err
 	})
+	endCPU()
 	res := get.result()
 	res.Bytes, res.MBPerSec = 0, 0
 	rep.Results = append(rep.Results, res)

@@ -188,6 +188,7 @@ func runMixed(ctx context.Context, args []string, stdout, stderr io.Writer) (*Re
 		r.begin(start)
 	}
 	ph = phase{workers: o.concurrency, duration: o.duration, maxErrors: o.maxErrors}
+	endCPU := o.measure(recs["blob"], recs["put"], recs["get"])
 	ph.run(ctx, func(ctx context.Context, w, seq int) error {
 		if rngs[w] == nil {
 			rngs[w] = newRNG()
@@ -233,6 +234,7 @@ func runMixed(ctx context.Context, args []string, stdout, stderr io.Writer) (*Re
 		}
 	})
 	end := time.Now()
+	endCPU()
 	var all []Result
 	for _, k := range kinds {
 		if weights[k] == 0 {

@@ -161,6 +161,7 @@ func runS3(ctx context.Context, args []string, stdout, stderr io.Writer) (*Repor
 	rngs := make([]*mrand.ChaCha8, o.concurrency)
 	var genTime time.Duration
 	ph := phase{workers: o.concurrency, count: o.count, duration: o.duration, maxErrors: o.maxErrors}
+	endCPU := o.measure(put)
 	ph.run(ctx, func(ctx context.Context, w, seq int) error {
 		var data []byte
 		var dgst string
@@ -189,6 +190,7 @@ func runS3(ctx context.Context, args []string, stdout, stderr io.Writer) (*Repor
 		}
 		return err
 	})
+	endCPU()
 	pre = nil
 	rep.Results = append(rep.Results, put.result())
 	if genTime > 0 {
@@ -208,6 +210,7 @@ func runS3(ctx context.Context, args []string, stdout, stderr io.Writer) (*Repor
 	}
 	rbufs := make([][]byte, o.concurrency)
 	ph = phase{workers: o.concurrency, count: gc, duration: o.duration, maxErrors: o.maxErrors}
+	endCPU = o.measure(get)
 	ph.run(ctx, func(ctx context.Context, w, seq int) error {
 		if rbufs[w] == nil {
 			rbufs[w] = make([]byte, 256<<10)
@@ -224,6 +227,7 @@ func runS3(ctx context.Context, args []string, stdout, stderr io.Writer) (*Repor
 		get.done(start, b.size, err)
 		return err
 	})
+	endCPU()
 	rep.Results = append(rep.Results, get.result())
 	rep.note("GET reads every byte and checks its sha256 on the client")
 	if ctx.Err() != nil {

@@ -117,6 +117,7 @@ type recorder struct {
 	firstErr string
 	start    time.Time
 	end      time.Time
+	cpu      map[string]float64
 }
 
 func newRecorder(op string) *recorder { return &recorder{op: op} }
@@ -168,6 +169,9 @@ type Result struct {
 	P99Ms      float64 `json:"p99_ms"`
 	MaxMs      float64 `json:"max_ms"`
 	FirstError string  `json:"first_error,omitempty"`
+	// CPU is the CPU seconds used during the phase by the client and by
+	// each process named with --watch-pid.
+	CPU map[string]float64 `json:"cpu_seconds,omitempty"`
 }
 
 // result summarizes what was recorded. Rates are over the wall time from
@@ -176,7 +180,9 @@ type Result struct {
 func (r *recorder) result() Result {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return summarize(r.op, r.lat, r.bytes, r.errs, r.firstErr, r.end.Sub(r.start))
+	res := summarize(r.op, r.lat, r.bytes, r.errs, r.firstErr, r.end.Sub(r.start))
+	res.CPU = r.cpu
+	return res
 }
 
 func summarize(op string, lat []time.Duration, bytes int64, errs int, firstErr string, wall time.Duration) Result {

@@ -113,12 +113,14 @@ type row struct {
 	runs, errors              int
 	opsPerSec, mbPerSec       float64
 	p50, p99, max             float64
+	cores                     map[string]float64
 }
 
 func aggregate(reps []*Report) []row {
 	type key struct{ label, command, point, op, match string }
 	type acc struct {
 		ops, mb, p50, p99, max []float64
+		cores                  map[string][]float64
 		errors                 int
 	}
 	groups := map[key]*acc{}
@@ -129,7 +131,7 @@ func aggregate(reps []*Report) []row {
 			k := key{r.Label, r.Command, pt, res.Op, mp}
 			a := groups[k]
 			if a == nil {
-				a = &acc{}
+				a = &acc{cores: map[string][]float64{}}
 				groups[k] = a
 				order = append(order, k)
 			}
@@ -139,6 +141,11 @@ func aggregate(reps []*Report) []row {
 			a.p99 = append(a.p99, res.P99Ms)
 			a.max = append(a.max, res.MaxMs)
 			a.errors += res.Errors
+			for k, v := range res.CPU {
+				if res.Seconds > 0 {
+					a.cores[k] = append(a.cores[k], v/res.Seconds)
+				}
+			}
 		}
 	}
 	sort.SliceStable(order, func(i, j int) bool {
@@ -157,7 +164,12 @@ func aggregate(reps []*Report) []row {
 	var rows []row
 	for _, k := range order {
 		a := groups[k]
+		cores := map[string]float64{}
+		for name, v := range a.cores {
+			cores[name] = median(v)
+		}
 		rows = append(rows, row{
+			cores: cores,
 			label: k.label, command: k.command, point: k.point, op: k.op, match: k.match,
 			runs: len(a.ops), errors: a.errors,
 			opsPerSec: median(a.ops), mbPerSec: median(a.mb),
@@ -168,15 +180,16 @@ func aggregate(reps []*Report) []row {
 }
 
 func writeMarkdown(w io.Writer, rows []row) {
-	fmt.Fprintln(w, "| system | load | op | runs | ops/s | MB/s | p50 ms | p99 ms | max ms | errors |")
-	fmt.Fprintln(w, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| system | load | op | runs | ops/s | MB/s | p50 ms | p99 ms | max ms | errors | cores used |")
+	fmt.Fprintln(w, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
 	for _, r := range rows {
 		mb := "-"
 		if r.mbPerSec > 0 {
 			mb = fmt.Sprintf("%.0f", r.mbPerSec)
 		}
-		fmt.Fprintf(w, "| %s | %s %s | %s | %d | %s | %s | %s | %s | %s | %d |\n",
-			r.label, r.command, r.point, r.op, r.runs, num(r.opsPerSec), mb, num(r.p50), num(r.p99), num(r.max), r.errors)
+		fmt.Fprintf(w, "| %s | %s %s | %s | %d | %s | %s | %s | %s | %s | %d | %s |\n",
+			r.label, r.command, r.point, r.op, r.runs, num(r.opsPerSec), mb, num(r.p50), num(r.p99), num(r.max), r.errors,
+			coresUsed(r.cores, 1))
 	}
 }
 
