@@ -816,6 +816,8 @@ func (s *S3) multipartUploads(ctx context.Context, prefix string) ([]minio.Objec
 	}
 }
 
+// Abort removes everything the upload staged: its multipart uploads, every
+// tail (whichever state wrote it) and an unrecorded completion.
 func (s *S3) Abort(ctx context.Context, u Upload) error {
 	st, err := s.decode(u)
 	if err != nil {
@@ -828,6 +830,11 @@ func (s *S3) Abort(ctx context.Context, u Upload) error {
 		}
 	}
 	if err := s.sweep(ctx, st, ""); err != nil {
+		errs = append(errs, err)
+	}
+	// A completion nobody recorded (a recorded one ends the session, so it
+	// is never aborted).
+	if err := s.Delete(ctx, st.Object); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

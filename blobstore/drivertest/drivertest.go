@@ -68,6 +68,7 @@ func Run(t *testing.T, newDriver func(t *testing.T) blobstore.Driver, opts ...Op
 	s := &suite{newDriver: newDriver, o: o}
 	t.Run("Chunks", s.chunks)
 	t.Run("DiscardedAppend", s.discarded)
+	t.Run("SiblingAppends", s.siblings)
 	t.Run("FailedAppend", s.failed)
 	t.Run("CompleteRetry", s.completeRetry)
 	t.Run("Abort", s.abort)
@@ -374,6 +375,68 @@ func (s *suite) discarded(t *testing.T) {
 			rest := data(seed+50, sum(tc.after))
 			u = e.appendChunks(u, rest, tc.after)
 			e.checkBlob(e.complete(u), append(first, rest...))
+		})
+	}
+}
+
+// siblings: two Appends from the same state (a replayed or concurrent
+// request) never disturb each other. The one committed completes to its
+// own bytes, whatever the other wrote, before or after it; completing the
+// other one as well either fails or yields a key with exactly its bytes,
+// and never changes the first blob.
+func (s *suite) siblings(t *testing.T) {
+	ps := s.ps()
+	cases := []struct {
+		name       string
+		before     []int
+		n          int  // bytes each sibling appends
+		loserFirst bool // the discarded sibling appends first
+	}{
+		{"small, loser after", []int{100}, 50, false},
+		{"small, loser first", []int{100}, 50, true},
+		{"on empty upload", nil, 10, true},
+		{"start the parts, loser after", []int{100}, ps + 10, false},
+		{"start the parts, loser first", []int{100}, ps + 10, true},
+		{"add parts, loser first", []int{ps + 5}, ps, true},
+		{"add parts, loser after", []int{ps + 5}, 2*ps - 3, false},
+	}
+	for i, tc := range cases {
+		s.run(t, tc.name, func(e *env) {
+			seed := uint64(i+1) * 500
+			first := data(seed, sum(tc.before))
+			base := e.appendChunks(e.start(), first, tc.before)
+			win, lose := data(seed+1, tc.n), data(seed+2, tc.n)
+			var loser blobstore.Upload
+			if tc.loserFirst {
+				loser = e.appendOnly(base, lose)
+			}
+			winner := e.append(base, win)
+			loserOK := true
+			if !tc.loserFirst {
+				// After the commit, the old state may be gone: failing
+				// is fine, succeeding must not touch the winner.
+				next, err := e.node().Append(e.ctx, e.roundTrip(base), bytes.NewReader(lose))
+				loser, loserOK = e.roundTrip(next), err == nil
+			}
+			want := append(slices.Clone(first), win...)
+			key := e.complete(winner)
+			e.checkBlob(key, want)
+
+			// Completing the sibling too is a caller bug, but it must not
+			// corrupt anything.
+			if !loserOK {
+				return
+			}
+			other, err := e.node().Complete(e.ctx, e.roundTrip(loser))
+			if err == nil {
+				e.completed[other] = true
+				if other == key {
+					e.t.Errorf("sibling completed to the same key %q", key)
+				} else {
+					e.checkBlob(other, append(slices.Clone(first), lose...))
+				}
+			}
+			e.checkBlob(key, want)
 		})
 	}
 }
