@@ -3,12 +3,14 @@ package node_test
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"net/http"
 	"path"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // badCase is one request that must be refused with an exact status and OCI
@@ -877,4 +879,59 @@ func TestReferrersFilter(t *testing.T) {
 	// A subject nobody refers to: an empty index, not an error.
 	r = tn.req(http.MethodGet, "/v2/"+f.repo+"/referrers/"+sha256Of([]byte("lonely")), nil)
 	expectStatus(t, r, http.StatusOK)
+}
+
+// TestConcurrentPatchSameOffset: two chunks computed against the same
+// offset (a client retrying a PATCH whose first attempt is still
+// streaming, or two clients on one session): one wins, the other gets 416,
+// and the bytes stored are the winner's, so the completed blob hashes to
+// its digest. The loser is held mid-body while the winner runs, to make the
+// two overlap in the blob store.
+func TestConcurrentPatchSameOffset(t *testing.T) {
+	f := newBadFixture(t)
+	tn := f.tn
+	pr, pw := io.Pipe()
+	slow := make(chan int, 1)
+	go func() {
+		req, err := http.NewRequest(http.MethodPatch, tn.url+f.sess, pr)
+		if err != nil {
+			slow <- 0
+			return
+		}
+		resp, err := tn.client.Do(req)
+		if err != nil {
+			slow <- 0
+			return
+		}
+		resp.Body.Close()
+		slow <- resp.StatusCode
+	}()
+	if _, err := pw.Write([]byte("A")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // let the slow chunk reach the blob store (coverage, not correctness)
+	fast := tn.req(http.MethodPatch, f.sess, []byte("BBBBB"))
+	if _, err := pw.Write([]byte("AAAA")); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	slowStatus := <-slow
+
+	var winner []byte
+	switch {
+	case fast.status == http.StatusAccepted && slowStatus == http.StatusRequestedRangeNotSatisfiable:
+		winner = []byte("abcBBBBB")
+	case slowStatus == http.StatusAccepted && fast.status == http.StatusRequestedRangeNotSatisfiable:
+		winner = []byte("abcAAAAA")
+	default:
+		t.Fatalf("two chunks at offset 3: %d and %d, want one 202 and one 416", fast.status, slowStatus)
+	}
+	f.sessionAt(t, f.sess, "0-7")
+	d := sha256Of(winner)
+	expectStatus(t, tn.req(http.MethodPut, withQuery(f.sess, "digest="+d), nil), http.StatusCreated)
+	r := tn.req(http.MethodGet, "/v2/"+f.repo+"/blobs/"+d, nil)
+	expectStatus(t, r, http.StatusOK)
+	if got := sha256Of(r.body); got != d {
+		t.Errorf("blob %s holds %q, which hashes to %s", d, r.body, got)
+	}
 }
