@@ -68,15 +68,23 @@ type S3Config struct {
 // S3 stores blobs in an S3-compatible bucket.
 //
 // Object names: "<prefix>blobs/<id>" is the blob of a multipart upload (or
-// of an empty one); "<prefix>blobs/<id>.tail.<offset>.<random>" holds the
-// bytes of an unfinished upload that do not fill a part yet. A blob that
-// never reached one part is its last tail object: Complete returns that key
-// and copies nothing.
+// of an empty one); "<prefix>blobs/<id>.tail.<offset>.<sha256/128>" holds
+// the bytes of an unfinished upload that do not fill a part yet (see
+// tailKey). A blob that never reached one part is its last tail object:
+// Complete returns that key and copies nothing.
+//
+// An Upload's state (JSON) holds the multipart upload id (created when the
+// first full part is cut), the parts (number, ETag, size) and the tail (key,
+// size, ETag). Append never changes an object its input state uses, so a
+// state that is never committed costs nothing but garbage: Committed
+// deletes the superseded tail; Complete and Abort sweep every other tail
+// of the upload and its stray multipart uploads.
 //
 // Memory: each Append holds at most two part buffers (2 * PartSize: one
 // being filled from the request while the previous one is uploaded), each
 // Complete at most one (to send the tail as the last part), plus minio-go's
-// and net/http's small per-request buffers. Buffers are pooled per driver.
+// and net/http's small per-request buffers (tens of KiB). Buffers are
+// pooled per driver.
 type S3 struct {
 	client   *minio.Client
 	core     *minio.Core
@@ -130,6 +138,13 @@ func NewS3(ctx context.Context, cfg S3Config, logger *slog.Logger) (*S3, error) 
 	if err != nil {
 		return nil, err
 	}
+	var pubHost string
+	var pubSecure bool
+	if cfg.PublicEndpoint != "" {
+		if pubHost, pubSecure, err = parseS3Endpoint(cfg.PublicEndpoint, cfg.Insecure); err != nil {
+			return nil, fmt.Errorf("public endpoint: %w", err)
+		}
+	}
 	region := cfg.Region
 	if region == "" {
 		region = os.Getenv("AWS_REGION")
@@ -155,11 +170,7 @@ func NewS3(ctx context.Context, cfg S3Config, logger *slog.Logger) (*S3, error) 
 	if err := s.ensureBucket(ctx, region); err != nil {
 		return nil, err
 	}
-	if cfg.PublicEndpoint != "" {
-		pubHost, pubSecure, err := parseS3Endpoint(cfg.PublicEndpoint, cfg.Insecure)
-		if err != nil {
-			return nil, err
-		}
+	if pubHost != "" {
 		if region == "" {
 			// The signer never talks to its endpoint, so it cannot look the
 			// region up itself.
@@ -287,7 +298,7 @@ func (s *S3) decode(u Upload) (*s3State, error) {
 	if st.V != s3StateVersion || !validUploadID(st.ID) || st.Object != "blobs/"+st.ID {
 		return nil, ErrCorruptState
 	}
-	if (st.Tail == "") != (st.TailSize == 0) || st.TailSize < 0 ||
+	if (st.Tail == "") != (st.TailSize == 0) || st.TailSize < 0 || (st.Tail == "" && st.TailETag != "") ||
 		(st.Tail != "" && !strings.HasPrefix(st.Tail, tailPrefix(st.ID))) {
 		return nil, ErrCorruptState
 	}
@@ -349,7 +360,7 @@ func (s *S3) Append(ctx context.Context, u Upload, r io.Reader) (Upload, error) 
 	}
 
 	next := st.clone()
-	next.Tail, next.TailSize = "", 0
+	next.Tail, next.TailSize, next.TailETag = "", 0, ""
 	up := s.startPartUploader(ctx, next)
 	var rest *[]byte // last, partial buffer: the new tail
 	var restN int
@@ -841,8 +852,11 @@ func (s *S3) Abort(ctx context.Context, u Upload) error {
 }
 
 func (s *S3) Open(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
-	if key == "" || offset < 0 {
-		return nil, fmt.Errorf("blobstore s3: open %q at %d: %w", key, offset, ErrNotFound)
+	if key == "" {
+		return nil, ErrNotFound
+	}
+	if offset < 0 {
+		return nil, fmt.Errorf("blobstore s3: open %s: negative offset %d", key, offset)
 	}
 	if length == 0 {
 		if _, err := s.Stat(ctx, key); err != nil {

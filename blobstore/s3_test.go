@@ -130,7 +130,7 @@ func TestS3Config(t *testing.T) {
 		{"part too small", blobstore.S3Config{Endpoint: "127.0.0.1:1", Bucket: "b", PartSize: 1 << 20}},
 		{"bad scheme", blobstore.S3Config{Endpoint: "ftp://127.0.0.1:1", Bucket: "b"}},
 		{"endpoint with path", blobstore.S3Config{Endpoint: "http://127.0.0.1:1/x", Bucket: "b"}},
-		{"bad public endpoint", blobstore.S3Config{Endpoint: "ftp://127.0.0.1:1", Bucket: "b", PublicEndpoint: "gopher://x"}},
+		{"bad public endpoint", blobstore.S3Config{Endpoint: "127.0.0.1:1", Bucket: "b", PublicEndpoint: "gopher://x"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := blobstore.NewS3(ctx, tc.cfg, nil); err == nil {
