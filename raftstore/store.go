@@ -155,7 +155,7 @@ func Open(ctx context.Context, c Config) (*Store, error) {
 	rc.ElectionTimeout = cfg.ElectionTimeout
 	rc.LeaderLeaseTimeout = cfg.HeartbeatTimeout / 2
 	rc.NoSnapshotRestoreOnStart = true // the state machine is durable on its own
-	rc.BatchApplyCh = true            // let concurrent Applies share one append and fsync
+	rc.BatchApplyCh = true             // let concurrent Applies share one append and fsync
 	notify := make(chan bool, 16)
 	rc.NotifyCh = notify
 
