@@ -31,7 +31,7 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request, repo, ref strin
 		return nil
 	}
 	offset, length, status := int64(0), b.Size, http.StatusOK
-	if rh := r.Header.Get("Range"); rh != "" {
+	if rh := r.Header.Get("Range"); singleByteRange(rh) {
 		start, end, ok := parseByteRange(rh, b.Size)
 		if !ok {
 			h.Set("Content-Range", fmt.Sprintf("bytes */%d", b.Size))
@@ -61,6 +61,14 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request, repo, ref strin
 		panic(http.ErrAbortHandler)
 	}
 	return nil
+}
+
+// singleByteRange reports whether a Range header is one the server acts on:
+// a single range in bytes. Others (other units, several ranges) are ignored
+// and the whole blob is served, as RFC 9110 section 14.2 allows.
+func singleByteRange(h string) bool {
+	spec, ok := strings.CutPrefix(strings.TrimSpace(h), "bytes=")
+	return ok && !strings.Contains(spec, ",")
 }
 
 // parseByteRange parses a single "bytes=a-b", "bytes=a-" or "bytes=-n"

@@ -38,6 +38,7 @@ var (
 	ErrCodeUnavailable         = ErrorCode{"UNAVAILABLE", "service unavailable, retry", http.StatusServiceUnavailable}
 	ErrCodeTooManyRequests     = ErrorCode{"TOOMANYREQUESTS", "too many requests", http.StatusTooManyRequests}
 	ErrCodeInternal            = ErrorCode{"INTERNAL", "internal error", http.StatusInternalServerError}
+	ErrCodeIndexInvalid        = ErrorCode{"INDEX_INVALID", "the requested Flotilla-Index is beyond the cluster's log", http.StatusBadRequest}
 )
 
 var (
@@ -48,6 +49,9 @@ var (
 	// submitted but its outcome is unknown. The client may retry: every
 	// command is idempotent.
 	ErrOutcomeUnknown = errors.New("write outcome unknown")
+	// ErrIndexAhead is what Fence returns (wrapped) when a request asks for
+	// an index the cluster has not committed.
+	ErrIndexAhead = errors.New("requested index is beyond the log")
 )
 
 // Error is an API error: a code, and detail for the client.
@@ -97,6 +101,9 @@ func fromDomain(err error) *Error {
 		case meta.CodeDenied, meta.CodeTagConflict:
 			return &Error{Code: ErrCodeDenied, Detail: detail, Cause: err}
 		}
+	}
+	if errors.Is(err, ErrIndexAhead) {
+		return &Error{Code: ErrCodeIndexInvalid, Detail: err.Error(), Cause: err}
 	}
 	if errors.Is(err, ErrUnavailable) || errors.Is(err, ErrOutcomeUnknown) {
 		return &Error{Code: ErrCodeUnavailable, Detail: err.Error(), Cause: err}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/flotilla/flotilla/meta"
@@ -147,7 +148,6 @@ func New(cfg Config, reg Registry, blobs BlobStore, node Node, logger *slog.Logg
 		writeJSON(w, http.StatusOK, "application/json", h)
 	})
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{Registry: promReg}))
-	s.mux.HandleFunc("/v2/", s.serveV2)
 	return s
 }
 
@@ -167,6 +167,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		s.metrics.observe(r.Method, routeOf(r, &route), rw.status, time.Since(start))
 	}()
+	if p := r.URL.Path; p == "/v2" || strings.HasPrefix(p, "/v2/") {
+		// Not through the mux: it would clean the path and redirect
+		// "/v2/a/../b/..." to another repository; names are checked here.
+		s.serveV2(rw, r)
+		return
+	}
 	s.mux.ServeHTTP(rw, r)
 }
 

@@ -33,24 +33,36 @@ func (r *registry) Apply(ctx context.Context, c *meta.Command) (*meta.Result, er
 	return res, nil
 }
 
-// Fence waits until local state reflects what opts asks: with Stale only
-// the client's MinIndex, provided this node heard from the leader within
-// MaxStaleness (else it falls back to a read index); otherwise everything
-// committed before the call.
+// Fence waits until local state reflects what opts asks. Stale: only the
+// client's MinIndex, provided this node heard from the leader within
+// MaxStaleness and reaches MinIndex within the hold timeout; otherwise (and
+// by default) everything committed before the call, via the leader's read
+// index. A MinIndex beyond the read index names no write that happened:
+// it is refused rather than waited for.
 func (r *registry) Fence(ctx context.Context, opts api.ReadOptions) error {
-	target := opts.MinIndex
-	if opts.Stale && time.Since(r.LastContact()) > r.node.cfg.MaxStaleness {
-		opts.Stale = false
-	}
-	if !opts.Stale {
-		idx, err := r.node.reads.Get(ctx)
-		if err != nil {
-			return mapStoreErr(err)
+	if opts.Stale && time.Since(r.LastContact()) <= r.node.cfg.MaxStaleness {
+		if opts.MinIndex <= r.AppliedIndex() {
+			return nil
 		}
-		target = max(target, idx)
+		wctx, cancel := context.WithTimeout(ctx, r.node.cfg.LeaderHoldTimeout)
+		err := r.WaitApplied(wctx, opts.MinIndex)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w: %v", api.ErrUnavailable, ctx.Err())
+		}
 	}
-	if err := r.WaitApplied(ctx, target); err != nil {
-		return fmt.Errorf("%w: waiting for index %d: %v", api.ErrUnavailable, target, err)
+	idx, err := r.node.reads.Get(ctx)
+	if err != nil {
+		return mapStoreErr(err)
+	}
+	if opts.MinIndex > idx {
+		return fmt.Errorf("%w: asked for %d, the cluster has committed %d", api.ErrIndexAhead, opts.MinIndex, idx)
+	}
+	if err := r.WaitApplied(ctx, idx); err != nil {
+		return fmt.Errorf("%w: waiting for index %d: %v", api.ErrUnavailable, idx, err)
 	}
 	return nil
 }

@@ -19,6 +19,7 @@ type IndexBatcher struct {
 	round   func(context.Context) (uint64, error)
 	mu      sync.Mutex
 	pending []chan indexResult
+	closed  bool
 	wake    chan struct{}
 }
 
@@ -37,6 +38,10 @@ func NewIndexBatcher(round func(context.Context) (uint64, error)) *IndexBatcher 
 func (b *IndexBatcher) Get(ctx context.Context) (uint64, error) {
 	ch := make(chan indexResult, 1)
 	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return 0, ErrClosed
+	}
 	b.pending = append(b.pending, ch)
 	b.mu.Unlock()
 	select {
@@ -77,6 +82,7 @@ func (b *IndexBatcher) Run(ctx context.Context) {
 func (b *IndexBatcher) flush(r indexResult) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.closed = true
 	for _, ch := range b.pending {
 		ch <- r
 	}
