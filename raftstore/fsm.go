@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/flotilla/flotilla/meta"
 	"github.com/hashicorp/raft"
@@ -31,6 +32,8 @@ type fsm struct {
 	db *bolt.DB
 
 	applied *indexWaiter
+	// stop is closed when the store shuts down (ends write retries).
+	stop chan struct{}
 }
 
 func openFSM(path string, logger *slog.Logger) (*fsm, error) {
@@ -38,7 +41,7 @@ func openFSM(path string, logger *slog.Logger) (*fsm, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &fsm{path: path, logger: logger, db: db, applied: newIndexWaiter()}
+	f := &fsm{path: path, logger: logger, db: db, applied: newIndexWaiter(), stop: make(chan struct{})}
 	f.applied.set(f.storedIndex())
 	return f, nil
 }
@@ -95,19 +98,45 @@ func (f *fsm) Apply(l *raft.Log) any {
 
 // ApplyBatch applies a run of committed entries in one bbolt transaction,
 // so one fsync covers the batch.
+//
+// If the transaction cannot be written (a full disk, an I/O error), nothing
+// of it is kept and it is retried with backoff until it succeeds: the node
+// stops applying (its reads cannot get fresher, so it answers 503 rather
+// than stale data) but neither diverges nor crashes, and it carries on by
+// itself once the disk has room. If the store closes meanwhile, the entries
+// are answered with an error and left unapplied; the recorded applied index
+// did not move, so they are applied again when raft replays its log.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
 	if len(logs) == 0 {
 		return out
 	}
+	backoff := 10 * time.Millisecond
+	for {
+		last, err := f.applyBatchOnce(logs, out)
+		if err == nil {
+			f.applied.set(last)
+			return out
+		}
+		f.logger.Error("state machine write failed; retrying", "first_index", logs[0].Index, "entries", len(logs), "err", err)
+		select {
+		case <-f.stop:
+			for i := range out {
+				out[i] = &meta.Result{Index: logs[i].Index, Code: meta.CodeInvalidCommand, Detail: "not applied: " + err.Error()}
+			}
+			return out
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}
+
+func (f *fsm) applyBatchOnce(logs []*raft.Log, out []any) (uint64, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	var last uint64
 	err := f.db.Update(func(tx *bolt.Tx) error {
-		stored := uint64(0)
-		if v := tx.Bucket(bucketMeta).Get(keyApplied); v != nil {
-			stored = binary.BigEndian.Uint64(v)
-		}
+		stored := appliedIn(tx)
 		for i, l := range logs {
 			last = l.Index
 			if l.Type != raft.LogCommand {
@@ -136,14 +165,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		}
 		return tx.Bucket(bucketMeta).Put(keyApplied, u64(int64(last)))
 	})
-	if err != nil {
-		// The state file cannot be written: continuing would let this
-		// node diverge from the log. Stop applying; raft will not advance.
-		f.logger.Error("state machine write failed", "err", err)
-		panic(fmt.Sprintf("raftstore: state machine write failed: %v", err))
-	}
-	f.applied.set(last)
-	return out
+	return last, err
 }
 
 // Snapshot opens a read transaction (fast); Persist streams it out while

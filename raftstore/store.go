@@ -463,6 +463,7 @@ func (s *Store) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
 		close(s.done)
+		close(s.fsm.stop)
 		if s.raft != nil {
 			err = s.raft.Shutdown().Error()
 		}
