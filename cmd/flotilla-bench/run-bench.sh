@@ -98,7 +98,8 @@ wait_ready() {
 	exit 1
 }
 
-echo "==> building flotilla and flotilla-bench"
+REV=$(git describe --always --dirty 2>/dev/null || echo unknown)
+echo "==> building flotilla and flotilla-bench (tree $REV)"
 go build -o "$WORK/flotilla" ./cmd/flotilla
 go build -o "$WORK/flotilla-bench" ./cmd/flotilla-bench
 BENCH="$WORK/flotilla-bench"
@@ -187,7 +188,8 @@ label_of() {
 run() {
 	local name=$1
 	shift
-	echo "    $name"
+	echo "    $name (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+	echo "$name $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/loadavg.txt"
 	if ! "$BENCH" "$@" --json --watch-pid "$WATCH" >"$OUT/$name.json" 2>"$OUT/$name.err"; then
 		echo "    !! $name failed or had errors: $(tail -n 3 "$OUT/$name.err" | tr '\n' ' ')" >&2
 		jq -r '.results[]? | select(.errors > 0) | "    !! \(.op): \(.errors) errors, first: \(.first_error)"' "$OUT/$name.json" 2>/dev/null >&2 || true
@@ -222,6 +224,8 @@ fi
 
 echo
 echo "## $(date -u +%Y-%m-%d) on $(nproc) CPUs, $(free -g | awk '/^Mem:/ {print $2}') GiB RAM ($(uname -srm)); medians of $REPS runs"
+echo
+echo "flotilla tree $REV; load average over the runs: $(awk '{print $2}' "$OUT/loadavg.txt" | sort -n | awk '{a[NR]=$1} END {print "min " a[1] ", median " a[int((NR+1)/2)] ", max " a[NR]}')"
 echo
 "$BENCH" table --subject "$FL_LABEL" --baselines distribution,minio "$OUT"
 echo
