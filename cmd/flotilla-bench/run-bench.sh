@@ -18,6 +18,7 @@
 #   PERF=1   (record a `perf` CPU profile of the flotilla process; the report
 #             is printed at the end and perf.data kept in OUT)
 #   SYSTEMS="minio distribution flotilla"
+#   CHUNK=8MiB  (also push the blobs in PATCH chunks of that size)
 #
 # Usage: cmd/flotilla-bench/run-bench.sh    (from anywhere; takes ~15 minutes)
 set -euo pipefail
@@ -207,6 +208,13 @@ for rep in $(seq 1 "$REPS"); do
 				--size "$SIZE" --concurrency "$STREAMS" --count "$COUNT"
 		fi
 	done
+	if [ -n "${CHUNK:-}" ]; then
+		for sys in $SYSTEMS; do
+			[ "$sys" = minio ] && continue
+			run "$sys-blobs-chunked-$rep" blobs --label "$(label_of "$sys")" --registry "$(addr_of "$sys")" \
+				--size "$SIZE" --concurrency "$STREAMS" --count "$COUNT" --chunk "$CHUNK"
+		done
+	fi
 	for c in $CLIENTS; do
 		for sys in $SYSTEMS; do
 			[ "$sys" = minio ] && continue
