@@ -16,7 +16,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -26,6 +25,8 @@ import (
 const (
 	// DefaultS3PartSize is the multipart part size when S3Config.PartSize is 0.
 	DefaultS3PartSize = 16 << 20
+	// DefaultS3MaxBuffers is S3Config.MaxBuffers when 0: 256 MiB of 16 MiB parts.
+	DefaultS3MaxBuffers = 16
 	// MinS3PartSize is the smallest part S3 accepts (except the last one).
 	MinS3PartSize = 5 << 20
 	// maxS3PartSize is the largest part S3 accepts.
@@ -59,6 +60,11 @@ type S3Config struct {
 	// PartSize of multipart uploads; 0 means DefaultS3PartSize. At least
 	// MinS3PartSize. Nodes sharing a bucket may use different part sizes.
 	PartSize int64
+	// MaxBuffers bounds the part buffers all uploads of this driver hold at
+	// once (each Append uses at most two), so upload memory is at most
+	// MaxBuffers * PartSize whatever the number of clients; an upload waits
+	// for a free buffer. 0 means DefaultS3MaxBuffers.
+	MaxBuffers int
 	// PublicEndpoint, when set, is the endpoint (same forms as Endpoint)
 	// written into presigned URLs, e.g. a region-local or public name of the
 	// same storage. It is used only to sign, never contacted.
@@ -92,7 +98,7 @@ type S3 struct {
 	bucket   string
 	prefix   string
 	partSize int64
-	bufs     sync.Pool // *[]byte of len partSize
+	bufs     *bufferPool
 	log      *slog.Logger
 }
 
@@ -163,10 +169,7 @@ func NewS3(ctx context.Context, cfg S3Config, logger *slog.Logger) (*S3, error) 
 		partSize: partSize,
 		log:      logger.With("driver", "s3", "bucket", cfg.Bucket),
 	}
-	s.bufs.New = func() any {
-		b := make([]byte, partSize)
-		return &b
-	}
+	s.bufs = newBufferPool(partSize, cfg.MaxBuffers)
 	if err := s.ensureBucket(ctx, region); err != nil {
 		return nil, err
 	}
@@ -265,12 +268,17 @@ func (s *S3) PartSize() int64 { return s.partSize }
 
 func (s *S3) object(key string) string { return s.prefix + key }
 
-func (s *S3) getBuf() *[]byte { return s.bufs.Get().(*[]byte) }
+func (s *S3) getBuf(ctx context.Context) (*[]byte, error) { return s.bufs.get(ctx) }
 
 // putBuf returns a buffer to the pool. Only call it once nothing can read
 // the buffer any more: after a failed request net/http may still be
-// reading the body in another goroutine, so such buffers are dropped.
-func (s *S3) putBuf(b *[]byte) { s.bufs.Put(b) }
+// reading the body in another goroutine, so such buffers are dropped
+// (dropBuf) instead.
+func (s *S3) putBuf(b *[]byte) { s.bufs.put(b) }
+
+// dropBuf gives back a buffer that may still be read elsewhere; the pool
+// reuses it only after a delay.
+func (s *S3) dropBuf(b *[]byte) { s.bufs.drop(b) }
 
 // tailPrefix is the key prefix of every tail object of upload id.
 func tailPrefix(id string) string { return "blobs/" + id + ".tail." }
@@ -371,14 +379,20 @@ func (s *S3) Append(ctx context.Context, u Upload, r io.Reader) (Upload, error) 
 			stopErr = context.Cause(up.ctx)
 			break
 		}
-		buf := s.getBuf()
+		buf, err := s.getBuf(up.ctx)
+		if err != nil {
+			stopErr = context.Cause(up.ctx)
+			break
+		}
 		n, err := fill(src, *buf)
 		if err != nil {
+			s.putBuf(buf)
 			readErr = fmt.Errorf("blobstore s3: append: %w", err)
 			break
 		}
 		if n == len(*buf) {
 			if !up.send(buf) {
+				s.putBuf(buf)
 				stopErr = context.Cause(up.ctx)
 				break
 			}
@@ -412,6 +426,7 @@ func (s *S3) Append(ctx context.Context, u Upload, r io.Reader) (Upload, error) 
 		next.TailSize = int64(restN)
 		info, err := s.core.PutObject(ctx, s.bucket, s.object(next.Tail), bytes.NewReader(tail), int64(restN), "", "", minio.PutObjectOptions{})
 		if err != nil {
+			s.dropBuf(rest)
 			s.abandon(ctx, st, next)
 			return u, fmt.Errorf("blobstore s3: write tail: %w", err)
 		}
@@ -500,9 +515,11 @@ func (p *partUploader) run() {
 	defer close(p.done)
 	for buf := range p.jobs {
 		if p.err != nil {
+			p.s.putBuf(buf) // never sent
 			continue
 		}
 		if err := p.upload(buf); err != nil {
+			p.s.dropBuf(buf)
 			p.err = err
 			p.cancel(err)
 			continue
@@ -740,7 +757,9 @@ func (s *S3) uploadTailPart(ctx context.Context, st *s3State) (minio.CompletePar
 	var buf *[]byte
 	var data []byte
 	if st.TailSize <= s.partSize {
-		buf = s.getBuf()
+		if buf, err = s.getBuf(ctx); err != nil {
+			return minio.CompletePart{}, err
+		}
 		data = (*buf)[:st.TailSize]
 	} else {
 		// Written by a node with a larger part size.
@@ -756,6 +775,9 @@ func (s *S3) uploadTailPart(ctx context.Context, st *s3State) (minio.CompletePar
 	part, err := s.core.PutObjectPart(ctx, s.bucket, s.object(st.Object), st.UploadID, n,
 		bytes.NewReader(data), st.TailSize, minio.PutObjectPartOptions{})
 	if err != nil {
+		if buf != nil {
+			s.dropBuf(buf)
+		}
 		return minio.CompletePart{}, fmt.Errorf("blobstore s3: upload last part: %w", err)
 	}
 	if buf != nil {
