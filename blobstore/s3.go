@@ -89,8 +89,10 @@ type S3Config struct {
 // Memory: each Append holds at most two part buffers (2 * PartSize: one
 // being filled from the request while the previous one is uploaded), each
 // Complete at most one (to send the tail as the last part), plus minio-go's
-// and net/http's small per-request buffers (tens of KiB). Buffers are
-// pooled per driver.
+// and net/http's small per-request buffers (tens of KiB). Buffers come from
+// a per-driver pool bounded by MaxBuffers (all uploads together hold at most
+// MaxBuffers * PartSize; an upload waits for a free buffer) and live outside
+// the Go heap, so the collector's slack does not double them.
 type S3 struct {
 	client   *minio.Client
 	core     *minio.Core
