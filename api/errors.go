@@ -38,6 +38,7 @@ var (
 	ErrCodeUnavailable         = ErrorCode{"UNAVAILABLE", "service unavailable, retry", http.StatusServiceUnavailable}
 	ErrCodeTooManyRequests     = ErrorCode{"TOOMANYREQUESTS", "too many requests", http.StatusTooManyRequests}
 	ErrCodeInternal            = ErrorCode{"INTERNAL", "internal error", http.StatusInternalServerError}
+	ErrCodeTagConflict         = ErrorCode{"TAG_CONFLICT", "the tag does not point where the request's precondition says", http.StatusPreconditionFailed}
 	ErrCodeIndexInvalid        = ErrorCode{"INDEX_INVALID", "the requested Flotilla-Index is beyond the cluster's log", http.StatusBadRequest}
 )
 
@@ -98,8 +99,10 @@ func fromDomain(err error) *Error {
 			return &Error{Code: ErrCodeBlobUploadUnknown, Detail: detail, Cause: err}
 		case meta.CodeRangeInvalid:
 			return &Error{Code: ErrCodeRangeInvalid, Detail: detail, Cause: err}
-		case meta.CodeDenied, meta.CodeTagConflict:
+		case meta.CodeDenied:
 			return &Error{Code: ErrCodeDenied, Detail: detail, Cause: err}
+		case meta.CodeTagConflict:
+			return &Error{Code: ErrCodeTagConflict, Detail: detail, Cause: err}
 		}
 	}
 	if errors.Is(err, ErrIndexAhead) {

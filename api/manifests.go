@@ -171,7 +171,12 @@ func (s *Server) putManifest(w http.ResponseWriter, r *http.Request, repo, ref s
 		return perr
 	}
 	m.Digest = dgst.String()
-	_, err = s.apply(w, r, &meta.Command{Type: meta.CmdPutManifest, Repo: repo, Manifest: m, Tags: tags, AllowSparse: s.cfg.AllowSparse})
+	ifTag, perr := tagPrecondition(r, tags)
+	if perr != nil {
+		return perr
+	}
+	_, err = s.apply(w, r, &meta.Command{Type: meta.CmdPutManifest, Repo: repo, Manifest: m, Tags: tags,
+		IfTag: ifTag, AllowSparse: s.cfg.AllowSparse})
 	if errors.Is(err, meta.ErrManifestUnknown) {
 		// A child of an index is missing: a bad request, not a missing resource.
 		var ce *meta.CodeError
@@ -193,6 +198,28 @@ func (s *Server) putManifest(w http.ResponseWriter, r *http.Request, repo, ref s
 	h.Set("Content-Length", "0")
 	w.WriteHeader(http.StatusCreated)
 	return nil
+}
+
+// tagPrecondition reads a conditional tag update: `If-Match: "<digest>"`
+// (the tags must point there now) or `If-None-Match: *` (they must not
+// exist). The state machine checks it atomically with the update.
+func tagPrecondition(r *http.Request, tags []string) (string, *Error) {
+	im, inm := r.Header.Get("If-Match"), r.Header.Get("If-None-Match")
+	switch {
+	case im == "" && inm == "":
+		return "", nil
+	case len(tags) == 0:
+		return "", apiErr(ErrCodeManifestInvalid, "If-Match / If-None-Match apply to tags; none given")
+	case inm == "*" && im == "":
+		return "-", nil
+	case im != "" && inm == "":
+		d, err := meta.ParseDigest(strings.Trim(strings.TrimSpace(im), `"`))
+		if err != nil {
+			return "", apiErr(ErrCodeDigestInvalid, "If-Match: "+im)
+		}
+		return d.String(), nil
+	}
+	return "", apiErr(ErrCodeManifestInvalid, "use either If-Match: \"<digest>\" or If-None-Match: *")
 }
 
 // resolveManifest finds the manifest a tag or digest names.

@@ -76,6 +76,10 @@ type Command struct {
 	// Tags to point at Manifest (PutManifest).
 	Tags     []string  `json:"tags,omitempty"`
 	Manifest *Manifest `json:"manifest,omitempty"`
+	// IfTag makes a PutManifest conditional on the current target of its
+	// tags: each must point at IfTag, or be absent when IfTag is "-" (the
+	// compare-and-swap behind If-Match / If-None-Match on a manifest PUT).
+	IfTag string `json:"ifTag,omitempty"`
 	// AllowSparse lets a manifest reference blobs and children that are not
 	// in the repository (a node started with --allow-sparse).
 	AllowSparse bool `json:"allowSparse,omitempty"`

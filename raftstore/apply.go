@@ -125,6 +125,21 @@ func (a applier) putManifest() error {
 		}
 	}
 	repo := a.c.Repo
+	if a.c.IfTag != "" {
+		for _, t := range a.c.Tags {
+			var cur tagRecord
+			found, err := getJSON(a.b(bucketTags), key(repo, t), &cur)
+			if err != nil {
+				return err
+			}
+			switch {
+			case a.c.IfTag == "-" && found:
+				return meta.ErrTagConflict.WithDetail(fmt.Sprintf("tag %s exists (%s)", t, cur.Digest))
+			case a.c.IfTag != "-" && (!found || cur.Digest != a.c.IfTag):
+				return meta.ErrTagConflict.WithDetail(fmt.Sprintf("tag %s is at %q, not %s", t, cur.Digest, a.c.IfTag))
+			}
+		}
+	}
 	if !a.c.AllowSparse {
 		for _, d := range m.Blobs {
 			if !a.linked(repo, d) {
