@@ -73,7 +73,7 @@ type faultWorkload struct {
 
 	mu      sync.Mutex
 	ops     []*faultOp
-	acked   []*faultImage        // images whose tag PUT was acknowledged
+	acked   []*faultImage          // images whose tag PUT was acknowledged
 	pushed  map[string]*faultImage // every image a client tried to push, by digest
 	healthy map[string]bool        // node id -> passes /readyz (a load balancer's view)
 	// inflight: requests under way, by node id; a node with one older
@@ -210,12 +210,12 @@ func (w *faultWorkload) end(op *faultOp) {
 }
 
 type faultClient struct {
-	w    *faultWorkload
-	id   int
-	pid  int
-	rng  *rand.Rand
-	hc   *http.Client
-	seq  int
+	w   *faultWorkload
+	id  int
+	pid int
+	rng *rand.Rand
+	hc  *http.Client
+	seq int
 }
 
 func (w *faultWorkload) newClient(id int) *faultClient {
