@@ -398,33 +398,43 @@ func TestClusterMembershipUnderLoad(t *testing.T) {
 	c.waitConverged(t) // the rest agree on a leader and no longer list victim
 	load.waitOps(t, 20)
 
-	// The removed node refuses writes (it may take it a moment to notice).
+	// The removed node refuses writes (it may take it a moment to notice:
+	// a write it still forwards and acknowledges must then be readable).
 	rc := newRegClient()
 	cfg := newBlob(mtOCIConfig, []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`))
+	var refused []string
+	attempt := 0
 	waitFor(t, "removed node "+victim.ID+" refuses writes", convergeTimeout, func(ctx context.Context) error {
-		body := smallManifest(cfg, nil, fmt.Sprintf("after-remove-%d", time.Now().UnixNano()))
-		r, err := rc.do(ctx, victim.HTTPAddr, http.MethodPut, "/v2/"+repo+"/manifests/after-remove", http.Header{"Content-Type": {mtOCIManifest}}, body)
-		if r.Status == http.StatusServiceUnavailable {
+		attempt++
+		tag := fmt.Sprintf("after-remove-%d", attempt)
+		body := smallManifest(cfg, nil, tag)
+		r, err := rc.do(ctx, victim.HTTPAddr, http.MethodPut, "/v2/"+repo+"/manifests/"+tag, http.Header{"Content-Type": {mtOCIManifest}}, body)
+		switch {
+		case r.Status == http.StatusServiceUnavailable:
+			refused = append(refused, tag)
 			return nil
+		case r.Status == http.StatusCreated:
+			t.Logf("%s still took a write after its removal (%s, forwarded to the leader)", victim.ID, tag)
+			load.mu.Lock()
+			load.acked = append(load.acked, ackedWrite{tag: tag, digest: sha256Digest(body), node: victim.HTTPAddr})
+			load.mu.Unlock()
 		}
 		return fmt.Errorf("PUT manifest on the removed node: status %d, err %v", r.Status, err)
 	})
-	for _, path := range []string{"/v2/" + repo + "/blobs/uploads/"} {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		r, _ := rc.do(ctx, victim.HTTPAddr, http.MethodPost, path, nil, nil)
-		cancel()
-		if r.Status != http.StatusServiceUnavailable {
-			t.Errorf("POST %s on the removed node: status %d, want 503: %s", path, r.Status, r.Body)
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r, _ := rc.do(ctx, victim.HTTPAddr, http.MethodPost, "/v2/"+repo+"/blobs/uploads/", nil, nil)
+	if r.Status != http.StatusServiceUnavailable {
+		t.Errorf("POST upload on the removed node: status %d, want 503: %s", r.Status, r.Body)
 	}
 	acked := load.finish(t)
 	checkAcked(t, repo, acked, rest)
-	// The rejected attempts on the removed node left nothing behind.
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	// A refused write left nothing behind.
 	for _, n := range rest {
-		if r, err := rc.do(ctx, n.HTTPAddr, http.MethodGet, "/v2/"+repo+"/manifests/after-remove", http.Header{"Accept": {acceptAll}}, nil); err != nil || r.Status != http.StatusNotFound {
-			t.Errorf("%s: tag written only on the removed node: %v status %d, want 404", n.ID, err, r.Status)
+		for _, tag := range refused {
+			if r, err := rc.do(ctx, n.HTTPAddr, http.MethodGet, "/v2/"+repo+"/manifests/"+tag, http.Header{"Accept": {acceptAll}}, nil); err != nil || r.Status != http.StatusNotFound {
+				t.Errorf("%s: tag %s, refused by the removed node: %v status %d, want 404", n.ID, tag, err, r.Status)
+			}
 		}
 	}
 	victim.stopClean()
@@ -666,4 +676,79 @@ func TestClusterReadYourWrites(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestClusterLeadershipTransfers moves leadership around many times while
+// polling every node's /cluster/status and writing: a member must never
+// consider itself removed, status must keep answering, and writes succeed
+// (retrying 503 as clients do).
+func TestClusterLeadershipTransfers(t *testing.T) {
+	minio := startMinIO(t)
+	c := startCluster(t, minio, clusterOptions{nodes: 3})
+	nodes := c.memberNodes()
+	load := startLoad(t, nodes, "cluster/transfers", 2)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	statusErrors := map[string][]string{}
+	polls := 0
+	for _, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(2 * time.Millisecond):
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				_, err := nodeStatus(ctx, n)
+				cancel()
+				mu.Lock()
+				polls++
+				if err != nil && len(statusErrors[n.ID]) < 5 {
+					statusErrors[n.ID] = append(statusErrors[n.ID], err.Error())
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	const transfers = 20
+	for i := 0; i < transfers; i++ {
+		old := c.leader(t)
+		cli(t, nodes[i%len(nodes)].GRPCAddr, "transfer-leadership")
+		waitFor(t, "leadership moves away from "+old.ID, convergeTimeout, func(ctx context.Context) error {
+			l, err := c.converged(ctx)
+			if err == nil && l == old.ID {
+				err = fmt.Errorf("%s still leads", l)
+			}
+			return err
+		})
+	}
+	close(stop)
+	wg.Wait()
+	acked := load.finish(t)
+	checkAcked(t, "cluster/transfers", acked, nodes)
+	t.Logf("%d transfers, %d status polls", transfers, polls)
+	// A graceful transfer rejects new commands before they reach the log,
+	// so a forwarding node can retry them on the next leader: clients
+	// should see no 503 at all. Bug: raftstore/store.go Apply maps
+	// raft.ErrLeadershipTransferInProgress to ErrOutcomeUnknown.
+	if load.busyErrors > 0 {
+		knownBugf(t, "%d client requests answered 503 during graceful leadership transfers (e.g. %s)", load.busyErrors, load.busyExamples[0])
+	}
+	// Bug: raft's GetConfiguration fails with "leadership transfer in
+	// progress" on the leader during a transfer; Status answers 503 then and
+	// watchMembership (node/node.go) takes the error for "not a member".
+	for id, errs := range statusErrors {
+		for _, e := range errs {
+			knownBugf(t, "%s: GET /cluster/status failed during a leadership transfer: %s", id, e)
+		}
+	}
+	for _, n := range nodes {
+		if strings.Contains(tailFile(n.logPath, 1<<30), "this node was removed from the cluster") {
+			knownBugf(t, "%s believed it was removed from the cluster during a leadership transfer (it is a member throughout)", n.ID)
+		}
+	}
 }
