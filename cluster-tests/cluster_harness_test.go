@@ -222,6 +222,18 @@ func (c *testCluster) addNode(t testing.TB, voter bool) *node {
 	return n
 }
 
+// lookup returns the node with this id, or nil.
+func (c *testCluster) lookup(id string) *node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, n := range c.nodes {
+		if n.ID == id {
+			return n
+		}
+	}
+	return nil
+}
+
 // node returns the node with this id.
 func (c *testCluster) node(id string) *node {
 	c.mu.Lock()
@@ -300,7 +312,10 @@ func (c *testCluster) converged(ctx context.Context) (string, error) {
 			return "", fmt.Errorf("%s lists members %q, want %q", n.ID, got, want)
 		}
 		for _, m := range st.Members {
-			w := c.node(m.ID)
+			w := c.lookup(m.ID)
+			if w == nil {
+				return "", fmt.Errorf("%s lists a member %q this test never started", n.ID, m.ID)
+			}
 			if m.RaftAddr != w.RaftAddr || m.GRPCAddr != w.GRPCAddr || m.HTTPAddr != w.HTTPAddr {
 				return "", fmt.Errorf("%s lists %s with raft %q grpc %q http %q, want %q %q %q", n.ID, m.ID,
 					m.RaftAddr, m.GRPCAddr, m.HTTPAddr, w.RaftAddr, w.GRPCAddr, w.HTTPAddr)
@@ -744,6 +759,13 @@ func (l *loadGen) op(w, i int) (int, error) {
 		return total, fmt.Errorf("read back: %w", err)
 	}
 	return total, nil
+}
+
+// snapshot returns the writes acknowledged so far.
+func (l *loadGen) snapshot() []ackedWrite {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.acked)
 }
 
 // finish stops the load, waits for the workers and fails the test for
