@@ -3,6 +3,7 @@ package clustertests
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -692,14 +693,30 @@ func TestClusterLeadershipTransfers(t *testing.T) {
 	minio := startMinIO(t)
 	c := startCluster(t, minio, clusterOptions{nodes: 3})
 	nodes := c.memberNodes()
-	load := startLoad(t, nodes, "cluster/transfers", 2)
+	const repo = "cluster/transfers"
+	load := startLoad(t, nodes, repo, 2)
+	// A tag every reader below reads (default consistency: read index).
+	rc := newRegClient()
+	pinned := smallManifest(load.cfgBlob, nil, "pinned")
+	{
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		_, err := clientRetries.retry(ctx, func(int) error {
+			_, _, err := rc.putManifest(ctx, nodes[0].HTTPAddr, repo, "pinned", mtOCIManifest, pinned)
+			return err
+		})
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	statusErrors := map[string][]string{}
-	polls := 0
+	var readErrors, readServerErrors []string
+	polls, reads := 0, 0
 	for _, n := range nodes {
-		wg.Add(1)
+		wg.Add(2)
 		go func() {
 			defer wg.Done()
 			for {
@@ -715,6 +732,31 @@ func TestClusterLeadershipTransfers(t *testing.T) {
 				polls++
 				if err != nil && len(statusErrors[n.ID]) < 5 {
 					statusErrors[n.ID] = append(statusErrors[n.ID], err.Error())
+				}
+				mu.Unlock()
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(2 * time.Millisecond):
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				_, d, err := rc.getManifest(ctx, n.HTTPAddr, repo, "pinned", nil)
+				cancel()
+				if err == nil && d != sha256Digest(pinned) {
+					err = fmt.Errorf("GET %s:pinned on %s: digest %s, want %s", repo, n.ID, d, sha256Digest(pinned))
+				}
+				mu.Lock()
+				reads++
+				switch {
+				case errors.Is(err, errServerError):
+					readServerErrors = append(readServerErrors, err.Error())
+				case err != nil:
+					readErrors = append(readErrors, err.Error())
 				}
 				mu.Unlock()
 			}
@@ -735,8 +777,24 @@ func TestClusterLeadershipTransfers(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	acked := load.finish(t)
-	checkAcked(t, "cluster/transfers", acked, nodes)
-	t.Logf("%d transfers, %d status polls", transfers, polls)
+	checkAcked(t, repo, acked, nodes)
+	t.Logf("%d transfers, %d status polls, %d tag reads (%d answered 500, %d failed otherwise)",
+		transfers, polls, reads, len(readServerErrors), len(readErrors))
+	for i, e := range readErrors {
+		if i == 10 {
+			t.Errorf("... and %d more failed reads", len(readErrors)-i)
+			break
+		}
+		t.Errorf("tag read during leadership transfers: %s", e)
+	}
+	// The read-index bug the load reports too (see loadGen.finish).
+	for i, e := range readServerErrors {
+		if i == 5 {
+			knownBugf(t, "... and %d more tag reads answered 500", len(readServerErrors)-i)
+			break
+		}
+		knownBugf(t, "tag read during a leadership transfer answered 500: %s", e)
+	}
 	// A graceful transfer rejects new commands before they reach the log,
 	// so a forwarding node can retry them on the next leader: clients
 	// should see no 503 at all. Bug: raftstore/store.go Apply maps
