@@ -56,7 +56,12 @@ func (r *registry) Fence(ctx context.Context, opts api.ReadOptions) error {
 	}
 	idx, err := r.node.reads.Get(ctx)
 	if err != nil {
-		return mapStoreErr(err)
+		// A read changes nothing, so every failure to fence is one the
+		// client may retry.
+		if errors.Is(err, api.ErrUnavailable) {
+			return err
+		}
+		return fmt.Errorf("%w: read index: %v", api.ErrUnavailable, err)
 	}
 	if opts.MinIndex > idx {
 		return fmt.Errorf("%w: asked for %d, the cluster has committed %d", api.ErrIndexAhead, opts.MinIndex, idx)

@@ -3,6 +3,8 @@ package raftstore
 import (
 	"context"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"sync"
 
 	bolt "go.etcd.io/bbolt"
@@ -98,7 +100,12 @@ func (s *Store) leaderRound(context.Context) (uint64, error) {
 	}
 	idx := s.raft.CommitIndex()
 	if err := s.raft.VerifyLeader().Error(); err != nil {
-		return 0, mapRaftErr(err)
+		if errors.Is(mapRaftErr(err), ErrClosed) {
+			return 0, ErrClosed
+		}
+		// Whatever the reason (lost leadership, a transfer under way), a
+		// read changed nothing: the caller may ask the next leader.
+		return 0, fmt.Errorf("%w: %v", ErrNotLeader, err)
 	}
 	if !s.leaderReady() || s.readyTerm.Load() != term {
 		return 0, ErrNotLeader

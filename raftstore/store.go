@@ -309,11 +309,13 @@ func (s *Store) Apply(ctx context.Context, c *meta.Command) (*meta.Result, error
 	}
 	switch {
 	case err == nil:
-	case errors.Is(err, raft.ErrNotLeader):
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		// Refused before it reached the log: safe to send to the next leader.
 		return nil, ErrNotLeader
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return nil, ErrClosed
 	default:
+		// ErrLeadershipLost and the like: it may or may not commit.
 		return nil, fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)
 	}
 	res, ok := f.Response().(*meta.Result)
@@ -426,7 +428,8 @@ func mapRaftErr(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, raft.ErrNotLeader):
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
+		errors.Is(err, raft.ErrLeadershipTransferInProgress):
 		return ErrNotLeader
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return ErrClosed
