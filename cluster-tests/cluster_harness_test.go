@@ -131,18 +131,6 @@ func knownBug(t testing.TB, what string) {
 	}
 }
 
-// knownBugf reports a failed check that a reported production bug causes:
-// an error under FLOTILLA_KNOWN_BUGS=1, otherwise a logged "KNOWN BUG" line
-// so that the rest of the test still guards everything else.
-func knownBugf(t testing.TB, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("FLOTILLA_KNOWN_BUGS") == "1" {
-		t.Errorf(format, args...)
-	} else {
-		t.Logf("KNOWN BUG (FLOTILLA_KNOWN_BUGS=1 fails on it): "+format, args...)
-	}
-}
-
 // ---------------------------------------------------------------- cluster
 
 type clusterOptions struct {

@@ -743,12 +743,15 @@ func TestClusterLeadershipTransfers(t *testing.T) {
 					return
 				case <-time.After(2 * time.Millisecond):
 				}
-				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				_, d, err := rc.getManifest(ctx, n.HTTPAddr, repo, "pinned", nil)
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				_, err := clientRetries.retry(ctx, func(int) error {
+					_, d, err := rc.getManifest(ctx, n.HTTPAddr, repo, "pinned", nil)
+					if err == nil && d != sha256Digest(pinned) {
+						err = fmt.Errorf("GET %s:pinned on %s: digest %s, want %s", repo, n.ID, d, sha256Digest(pinned))
+					}
+					return err
+				})
 				cancel()
-				if err == nil && d != sha256Digest(pinned) {
-					err = fmt.Errorf("GET %s:pinned on %s: digest %s, want %s", repo, n.ID, d, sha256Digest(pinned))
-				}
 				mu.Lock()
 				reads++
 				if err != nil {
@@ -782,17 +785,16 @@ func TestClusterLeadershipTransfers(t *testing.T) {
 		}
 		t.Errorf("tag read during leadership transfers: %s", e)
 	}
-	// Bug: raft's GetConfiguration fails with "leadership transfer in
-	// progress" on the leader during a transfer; Status answers 503 then and
-	// watchMembership (node/node.go) takes the error for "not a member".
+	// Status keeps answering and no member ever believes it was removed
+	// (watchMembership reads the raft configuration every 500 ms).
 	for id, errs := range statusErrors {
 		for _, e := range errs {
-			knownBugf(t, "%s: GET /cluster/status failed during a leadership transfer: %s", id, e)
+			t.Errorf("%s: GET /cluster/status failed during a leadership transfer: %s", id, e)
 		}
 	}
 	for _, n := range nodes {
 		if strings.Contains(tailFile(n.logPath, 1<<30), "this node was removed from the cluster") {
-			knownBugf(t, "%s believed it was removed from the cluster during a leadership transfer (it is a member throughout)", n.ID)
+			t.Errorf("%s believed it was removed from the cluster during a leadership transfer (it is a member throughout)", n.ID)
 		}
 	}
 }
