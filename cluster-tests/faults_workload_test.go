@@ -73,9 +73,8 @@ type faultWorkload struct {
 
 	mu      sync.Mutex
 	ops     []*faultOp
-	acked   []*faultImage          // images whose tag PUT was acknowledged
-	pushed  map[string]*faultImage // every image a client tried to push, by digest
-	healthy map[string]bool        // node id -> passes /readyz (a load balancer's view)
+	acked   []*faultImage   // images whose tag PUT was acknowledged
+	healthy map[string]bool // node id -> passes /readyz (a load balancer's view)
 	// inflight: requests under way, by node id; a node with one older
 	// than faultSlow is avoided (a load balancer's outlier detection).
 	inflight map[string]map[*faultOp]bool
@@ -94,9 +93,9 @@ func startFaultWorkload(c *faultCluster, seed uint64, o faultWorkloadOptions) *f
 		o.clients = 6
 	}
 	w := &faultWorkload{c: c, seed: seed, stopCh: make(chan struct{}),
-		repos:  []string{"faults/app", "faults/tools"},
-		tags:   []string{"t0", "t1", "t2"},
-		pushed: map[string]*faultImage{}, healthy: map[string]bool{}, inflight: map[string]map[*faultOp]bool{}}
+		repos:   []string{"faults/app", "faults/tools"},
+		tags:    []string{"t0", "t1", "t2"},
+		healthy: map[string]bool{}, inflight: map[string]map[*faultOp]bool{}}
 	w.nextPID.Store(int64(o.clients))
 	w.wg.Add(1)
 	go w.checkHealth()
@@ -364,9 +363,6 @@ func (cl *faultClient) push() {
 	key := w.randomKey(cl.rng)
 	repo, tag, _ := strings.Cut(key, ":")
 	img := cl.newImage(repo)
-	w.mu.Lock()
-	w.pushed[img.Digest] = img
-	w.mu.Unlock()
 	for _, b := range img.Blobs {
 		n := w.pick(cl.rng)
 		op := &faultOp{Kind: "blob", Value: b.Digest, Node: n.ID, Call: w.c.since()}
@@ -442,7 +438,7 @@ func (cl *faultClient) get(n *faultNode, key string, probe bool, timeout time.Du
 	op.Status, op.Detail = faultDetail(r, err)
 	switch {
 	case err != nil:
-		op.Outcome = faultUnknown
+		op.Outcome = faultClassify(0, err, http.StatusOK)
 	case r.status == http.StatusOK:
 		op.Outcome = faultOK
 		op.Value = sha256Digest(r.body)
