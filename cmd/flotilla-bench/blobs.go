@@ -27,6 +27,7 @@ type blobsOpts struct {
 	maxMemory size
 	repo      string
 	skipPull  bool
+	rounds    int
 }
 
 // pushed is a blob the push phase stored.
@@ -47,6 +48,7 @@ func runBlobs(ctx context.Context, args []string, stdout, stderr io.Writer) (*Re
 	fs.Var(&o.maxMemory, "max-memory", "bound on the memory for pre-generated blobs with --count")
 	fs.StringVar(&o.repo, "repo", "", "repository (default <prefix>/blobs)")
 	fs.BoolVar(&o.skipPull, "skip-pull", false, "only push")
+	fs.IntVar(&o.rounds, "pull-rounds", 1, "with --count, pull every pushed blob this many times (a longer, steadier pull phase)")
 	if err := o.parse(fs, args); err != nil {
 		return nil, nil, err
 	}
@@ -55,6 +57,9 @@ func runBlobs(ctx context.Context, args []string, stdout, stderr io.Writer) (*Re
 	}
 	if o.count < 0 || o.duration < 0 || o.chunk < 0 {
 		return nil, nil, usageErr("--count, --duration and --chunk must not be negative")
+	}
+	if o.rounds < 1 {
+		return nil, nil, usageErr("--pull-rounds must be at least 1")
 	}
 	if o.count > 0 && o.duration > 0 {
 		return nil, nil, usageErr("give --count or --duration, not both")
@@ -175,7 +180,8 @@ func runBlobs(ctx context.Context, args []string, stdout, stderr io.Writer) (*Re
 		pull := newRecorder("blob pull")
 		pc := o.count
 		if pc > 0 {
-			pc = len(done)
+			pc = len(done) * o.rounds
+			rep.Params["pull_rounds"] = o.rounds
 		}
 		bufs := make([][]byte, o.concurrency)
 		ph := phase{workers: o.concurrency, count: pc, duration: o.duration, maxErrors: o.maxErrors}

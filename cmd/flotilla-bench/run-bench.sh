@@ -11,7 +11,8 @@
 #
 # Needs: go, curl, and minio + registry from scripts/test.sh's tool cache
 # (${FLOTILLA_TOOLS:-~/.cache/flotilla-tools}/bin). Environment knobs:
-#   REPS=3  COUNT=32 (blobs per push run)  SIZE=32MiB  STREAMS=4
+#   REPS=3  COUNT=32 (blobs per push run)  PULL_ROUNDS=3 (each pulled 3 times)
+#   SIZE=32MiB  STREAMS=4
 #   MANIFEST_DURATION=10s  CLIENTS="1 16 64"
 #   FLOTILLA_BLOB_STORE=s3|fs  (fs: flotilla keeps blobs on its local disk)
 #   OUT=dir  (JSON reports and logs are kept there; default a new temp dir)
@@ -30,6 +31,7 @@ fi
 
 REPS=${REPS:-3}
 COUNT=${COUNT:-32}
+PULL_ROUNDS=${PULL_ROUNDS:-3}
 SIZE=${SIZE:-32MiB}
 STREAMS=${STREAMS:-4}
 MANIFEST_DURATION=${MANIFEST_DURATION:-10s}
@@ -202,17 +204,17 @@ for rep in $(seq 1 "$REPS"); do
 	for sys in $SYSTEMS; do
 		if [ "$sys" = minio ]; then
 			run "minio-s3-$rep" s3 --label minio --endpoint "$MINIO_ADDR" --access-key $KEY --secret-key $SECRET \
-				--bucket direct --size "$SIZE" --concurrency "$STREAMS" --count "$COUNT"
+				--bucket direct --size "$SIZE" --concurrency "$STREAMS" --count "$COUNT" --get-rounds "$PULL_ROUNDS"
 		else
 			run "$sys-blobs-$rep" blobs --label "$(label_of "$sys")" --registry "$(addr_of "$sys")" \
-				--size "$SIZE" --concurrency "$STREAMS" --count "$COUNT"
+				--size "$SIZE" --concurrency "$STREAMS" --count "$COUNT" --pull-rounds "$PULL_ROUNDS"
 		fi
 	done
 	if [ -n "${CHUNK:-}" ]; then
 		for sys in $SYSTEMS; do
 			[ "$sys" = minio ] && continue
 			run "$sys-blobs-chunked-$rep" blobs --label "$(label_of "$sys")" --registry "$(addr_of "$sys")" \
-				--size "$SIZE" --concurrency "$STREAMS" --count "$COUNT" --chunk "$CHUNK"
+				--size "$SIZE" --concurrency "$STREAMS" --count "$COUNT" --chunk "$CHUNK" --pull-rounds "$PULL_ROUNDS"
 		done
 	fi
 	for c in $CLIENTS; do

@@ -37,6 +37,7 @@ type s3Opts struct {
 	maxMemory size
 	setupOnly bool
 	skipGet   bool
+	rounds    int
 }
 
 func runS3(ctx context.Context, args []string, stdout, stderr io.Writer) (*Report, *commonOpts, error) {
@@ -54,6 +55,7 @@ func runS3(ctx context.Context, args []string, stdout, stderr io.Writer) (*Repor
 	fs.Var(&o.maxMemory, "max-memory", "bound on the memory for pre-generated objects with --count")
 	fs.BoolVar(&o.setupOnly, "setup-only", false, "create the bucket and exit")
 	fs.BoolVar(&o.skipGet, "skip-get", false, "only PUT")
+	fs.IntVar(&o.rounds, "get-rounds", 1, "with --count, GET every object this many times")
 	if err := o.parse(fs, args); err != nil {
 		return nil, nil, err
 	}
@@ -65,6 +67,9 @@ func runS3(ctx context.Context, args []string, stdout, stderr io.Writer) (*Repor
 	}
 	if o.partSize != 0 && o.partSize < 5<<20 {
 		return nil, nil, usageErr("--part-size must be at least 5MiB")
+	}
+	if o.rounds < 1 {
+		return nil, nil, usageErr("--get-rounds must be at least 1")
 	}
 	if o.count > 0 && o.duration > 0 {
 		return nil, nil, usageErr("give --count or --duration, not both")
@@ -206,7 +211,8 @@ func runS3(ctx context.Context, args []string, stdout, stderr io.Writer) (*Repor
 	get := newRecorder("object get")
 	gc := o.count
 	if gc > 0 {
-		gc = len(done)
+		gc = len(done) * o.rounds
+		rep.Params["get_rounds"] = o.rounds
 	}
 	rbufs := make([][]byte, o.concurrency)
 	ph = phase{workers: o.concurrency, count: gc, duration: o.duration, maxErrors: o.maxErrors}
