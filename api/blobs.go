@@ -15,7 +15,7 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request, repo, ref strin
 	if err != nil {
 		return apiErr(ErrCodeDigestInvalid, ref)
 	}
-	b, err := localOrFenced(s, r, func() (*meta.Blob, error) { return s.reg.Blob(repo, d.String()) })
+	b, err := byDigest(s, r, func() (*meta.Blob, error) { return s.reg.Blob(repo, d.String()) })
 	if err != nil {
 		return err
 	}

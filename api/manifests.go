@@ -229,7 +229,7 @@ func (s *Server) resolveManifest(r *http.Request, repo, ref string) (*meta.Manif
 		if err != nil {
 			return nil, apiErr(ErrCodeDigestInvalid, ref)
 		}
-		return localOrFenced(s, r, func() (*meta.Manifest, error) { return s.reg.Manifest(repo, d.String()) })
+		return byDigest(s, r, func() (*meta.Manifest, error) { return s.reg.Manifest(repo, d.String()) })
 	}
 	if !meta.ValidTag(ref) {
 		return nil, apiErr(ErrCodeTagInvalid, ref)

@@ -369,15 +369,26 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request, c *meta.Command) 
 	return res, nil
 }
 
-// localOrFenced runs a by-digest lookup locally and, if the object is not
-// there, once more after a fence: content-addressed data never changes, so a
-// local hit is always right, and a miss may only mean this node lags.
-func localOrFenced[T any](s *Server, r *http.Request, lookup func() (T, error)) (T, error) {
+// byDigest runs a by-digest lookup. Content never changes under a digest,
+// but it can be deleted: so by default the read is fenced like any other
+// (read-your-writes, a DELETE acknowledged anywhere is seen everywhere).
+// A stale read answers from local state when the object is there, and
+// fences only when it is missing (this node may lag behind its push).
+func byDigest[T any](s *Server, r *http.Request, lookup func() (T, error)) (T, error) {
+	if !s.readOptions(r).Stale {
+		if err := s.fence(r); err != nil {
+			var zero T
+			return zero, err
+		}
+		return lookup()
+	}
 	v, err := lookup()
 	if err == nil || !isNotFound(err) {
 		return v, err
 	}
-	if ferr := s.fence(r); ferr != nil {
+	opts := s.readOptions(r)
+	opts.Stale = false
+	if ferr := s.reg.Fence(r.Context(), opts); ferr != nil {
 		return v, ferr
 	}
 	return lookup()

@@ -127,13 +127,20 @@ func (s *Server) tryMount(w http.ResponseWriter, r *http.Request, repo, mount, f
 	return true, nil
 }
 
-// session loads an upload of repo with read-your-writes freshness: the
-// previous request of this upload may have gone to another node.
+// session loads an upload of repo with read-your-writes freshness, always
+// (whatever the node's stale-read setting): the previous request of this
+// upload may have gone to another node, and a session read stale would
+// continue from an old offset and hash.
 func (s *Server) session(r *http.Request, repo, id string) (*meta.Upload, error) {
 	if !uploadIDPattern.MatchString(id) {
 		return nil, meta.ErrUploadUnknown.WithDetail(id)
 	}
-	u, err := localOrFenced(s, r, func() (*meta.Upload, error) { return s.reg.Upload(id) })
+	opts := s.readOptions(r)
+	opts.Stale = false
+	if err := s.reg.Fence(r.Context(), opts); err != nil {
+		return nil, err
+	}
+	u, err := s.reg.Upload(id)
 	if err != nil {
 		return nil, err
 	}

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -118,16 +117,6 @@ func waitFor(t testing.TB, what string, timeout time.Duration, cond func(ctx con
 			t.Fatalf("%s: not reached within %v: %v", what, timeout, last)
 		case <-time.After(100 * time.Millisecond):
 		}
-	}
-}
-
-// knownBug skips a check that fails because of a reported production bug,
-// unless FLOTILLA_KNOWN_BUGS=1 asks to run it anyway (to see whether the fix
-// landed). Delete the call once the bug is fixed.
-func knownBug(t testing.TB, what string) {
-	t.Helper()
-	if os.Getenv("FLOTILLA_KNOWN_BUGS") != "1" {
-		t.Skipf("known production bug (FLOTILLA_KNOWN_BUGS=1 runs it): %s", what)
 	}
 }
 

@@ -178,7 +178,6 @@ func TestClusterPushPull(t *testing.T) {
 // consecutive requests of one upload or one check land on different nodes.
 func TestClusterConformance(t *testing.T) {
 	suite := requireTool(t, "conformance")
-	knownBug(t, "the three bugs TestClusterReadYourWrites shows (stale upload sessions, by-digest reads after DELETE, 4 MiB gRPC limit) fail ~100 checks through a round-robin proxy")
 	minio := startMinIO(t)
 	c := startCluster(t, minio, clusterOptions{nodes: 3, allowSparse: true})
 	nodes := c.memberNodes()
@@ -583,7 +582,6 @@ func TestClusterReadYourWrites(t *testing.T) {
 	// stale offset and hash state (416 on PATCH, DIGEST_INVALID or 503 "tail
 	// is gone" on PUT).
 	t.Run("upload-chunks-on-different-nodes", func(t *testing.T) {
-		knownBug(t, "api/uploads.go session(): stale upload session on a node that lags (use s.fence then s.reg.Upload)")
 		for round := 0; round < rounds; round++ {
 			data := randomBytes(t, 3000)
 			parts := [][]byte{data[:1000], data[1000:2000], data[2000:]}
@@ -627,7 +625,6 @@ func TestClusterReadYourWrites(t *testing.T) {
 	// a by-digest read from local state when present (localOrFenced), so a
 	// node that has not applied a DELETE yet still serves the object.
 	t.Run("delete-then-read-elsewhere", func(t *testing.T) {
-		knownBug(t, "api/server.go localOrFenced: a by-digest read on a lagging node serves an object deleted on another node")
 		for round := 0; round < rounds; round++ {
 			b := newBlob(mtOCILayerGz, randomBytes(t, 1<<10))
 			if err := rc.pushBlob(ctx, at(round).HTTPAddr, at(round).HTTPAddr, repo, b.Data); err != nil {
@@ -665,7 +662,6 @@ func TestClusterReadYourWrites(t *testing.T) {
 	// Dial); the JSON codec makes a 3.9 MB manifest a 12 MB message, and
 	// the PUT fails with 500 on a follower (a leader takes it).
 	t.Run("large-manifest-on-follower", func(t *testing.T) {
-		knownBug(t, "node: gRPC default 4 MiB message limit; a ~4 MB manifest PUT on a follower fails with 500 ResourceExhausted")
 		big := ociManifest{SchemaVersion: 2, MediaType: mtOCIManifest, Config: cfg.desc(), Layers: []descriptor{},
 			Annotations: map[string]string{"flotilla.test.padding": strings.Repeat("A", 4<<20-4096)}}
 		body, err := json.Marshal(big)

@@ -153,7 +153,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) {
 		n.store.Close()
 		return nil, fmt.Errorf("grpc listen %s: %w", cfg.GRPCAddr, err)
 	}
-	n.grpcSrv = grpc.NewServer(grpc.ForceServerCodecV2(jsonCodec{}))
+	n.grpcSrv = grpc.NewServer(grpc.ForceServerCodecV2(jsonCodec{}),
+		grpc.MaxRecvMsgSize(maxMessageSize), grpc.MaxSendMsgSize(maxMessageSize))
 	n.grpcSrv.RegisterService(&serviceDesc, n)
 	n.httpSrv = &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}

@@ -17,7 +17,22 @@ const rpcService = "flotilla.node.v1.Node"
 
 type jsonCodec struct{}
 
+// rawMessage is a message sent as its own bytes rather than as JSON (a
+// command already in its log encoding, which holds manifest bytes that
+// JSON would base64 a second time).
+type rawMessage interface {
+	wireBytes() []byte
+	setWireBytes([]byte)
+}
+
+// maxMessageSize bounds one node-to-node message: a command carries at most
+// one manifest (4 MiB by default) plus its fields.
+const maxMessageSize = 64 << 20
+
 func (jsonCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if m, ok := v.(rawMessage); ok {
+		return mem.BufferSlice{mem.SliceBuffer(m.wireBytes())}, nil
+	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		return nil, err
@@ -26,6 +41,10 @@ func (jsonCodec) Marshal(v any) (mem.BufferSlice, error) {
 }
 
 func (jsonCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if m, ok := v.(rawMessage); ok {
+		m.setWireBytes(data.Materialize())
+		return nil
+	}
 	return json.Unmarshal(data.Materialize(), v)
 }
 
@@ -37,6 +56,7 @@ type (
 		// Command is meta.Command in its log encoding.
 		Command []byte `json:"command"`
 	}
+	// applyResponse is JSON.
 	applyResponse struct {
 		Result meta.Result `json:"result"`
 	}
@@ -58,6 +78,9 @@ type (
 	empty         struct{}
 	statusRequest struct{}
 )
+
+func (r *applyRequest) wireBytes() []byte     { return r.Command }
+func (r *applyRequest) setWireBytes(b []byte) { r.Command = b }
 
 // rpcServer is what the gRPC service calls into (implemented by *Node).
 type rpcServer interface {
@@ -114,7 +137,8 @@ type Client struct {
 
 // Dial connects to a node's gRPC address (no I/O until the first call).
 func Dial(addr string, opts ...grpc.DialOption) (*Client, error) {
-	opts = append([]grpc.DialOption{grpc.WithDefaultCallOptions(grpc.ForceCodecV2(jsonCodec{}))}, opts...)
+	opts = append([]grpc.DialOption{grpc.WithDefaultCallOptions(grpc.ForceCodecV2(jsonCodec{}),
+		grpc.MaxCallRecvMsgSize(maxMessageSize), grpc.MaxCallSendMsgSize(maxMessageSize))}, opts...)
 	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, err
