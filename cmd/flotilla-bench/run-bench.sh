@@ -109,14 +109,15 @@ BENCH="$WORK/flotilla-bench"
 
 KEY=flotillabench
 SECRET=flotillabench-secret
-WATCH=""  # name=pid of each server, for the "cores used" column
+# name=pid of the server processes each system consists of: their CPU time
+# per phase gives the "cores used" and "server CPU" columns.
 MINIO_ADDR=127.0.0.1:$(freeport)
 echo "==> minio on $MINIO_ADDR"
 MINIO_ROOT_USER=$KEY MINIO_ROOT_PASSWORD=$SECRET MINIO_BROWSER=off \
 	"$MINIO_BIN" server --quiet --address "$MINIO_ADDR" "$WORK/minio-data" >"$OUT/minio.log" 2>&1 &
 PIDS+=($!)
 wait_ready "http://$MINIO_ADDR/minio/health/live" "$!" minio
-WATCH="minio=$!"
+MINIO_PID=$!
 "$BENCH" s3 --endpoint "$MINIO_ADDR" --access-key $KEY --secret-key $SECRET --bucket distribution --setup-only
 
 DIST_ADDR=127.0.0.1:$(freeport)
@@ -150,7 +151,7 @@ EOF
 OTEL_TRACES_EXPORTER=none "$REGISTRY_BIN" serve "$WORK/distribution.yml" >"$OUT/distribution.log" 2>&1 &
 PIDS+=($!)
 wait_ready "http://$DIST_ADDR/v2/" "$!" distribution
-WATCH="$WATCH,distribution=$!"
+DIST_PID=$!
 
 FL_ADDR=127.0.0.1:$(freeport)
 FL_LABEL=flotilla
@@ -165,7 +166,7 @@ echo "==> $FL_LABEL on $FL_ADDR (${FL_ARGS[*]})"
 FL_PID=$!
 PIDS+=($FL_PID)
 wait_ready "http://$FL_ADDR/readyz" "$FL_PID" flotilla
-WATCH="$WATCH,flotilla=$FL_PID"
+
 
 if [ "${PERF:-0}" = 1 ]; then
 	echo "==> perf record on flotilla (pid $FL_PID)"
@@ -179,6 +180,13 @@ addr_of() {
 	flotilla) echo "$FL_ADDR" ;;
 	esac
 }
+watch_of() {
+	case "$1" in
+	minio) echo "minio=$MINIO_PID" ;;
+	distribution) echo "distribution=$DIST_PID,minio=$MINIO_PID" ;;
+	flotilla) echo "flotilla=$FL_PID,minio=$MINIO_PID" ;;
+	esac
+}
 label_of() {
 	case "$1" in
 	flotilla) echo "$FL_LABEL" ;;
@@ -186,14 +194,15 @@ label_of() {
 	esac
 }
 
-# run NAME ARGS...: one flotilla-bench run, its JSON kept; a failing run is
-# reported and the comparison goes on.
+# run SYSTEM NAME ARGS...: one flotilla-bench run, its JSON kept; a failing
+# run is reported and the comparison goes on.
 run() {
-	local name=$1
-	shift
+	local watch name=$2
+	watch=$(watch_of "$1")
+	shift 2
 	echo "    $name (load average $(cut -d' ' -f1-3 /proc/loadavg))"
 	echo "$name $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/loadavg.txt"
-	if ! "$BENCH" "$@" --json --watch-pid "$WATCH" >"$OUT/$name.json" 2>"$OUT/$name.err"; then
+	if ! "$BENCH" "$@" --json --watch-pid "$watch" >"$OUT/$name.json" 2>"$OUT/$name.err"; then
 		echo "    !! $name failed or had errors: $(tail -n 3 "$OUT/$name.err" | tr '\n' ' ')" >&2
 		jq -r '.results[]? | select(.errors > 0) | "    !! \(.op): \(.errors) errors, first: \(.first_error)"' "$OUT/$name.json" 2>/dev/null >&2 || true
 	fi
@@ -203,24 +212,24 @@ for rep in $(seq 1 "$REPS"); do
 	echo "==> repetition $rep/$REPS"
 	for sys in $SYSTEMS; do
 		if [ "$sys" = minio ]; then
-			run "minio-s3-$rep" s3 --label minio --endpoint "$MINIO_ADDR" --access-key $KEY --secret-key $SECRET \
+			run minio "minio-s3-$rep" s3 --label minio --endpoint "$MINIO_ADDR" --access-key $KEY --secret-key $SECRET \
 				--bucket direct --size "$SIZE" --concurrency "$STREAMS" --count "$COUNT" --get-rounds "$PULL_ROUNDS"
 		else
-			run "$sys-blobs-$rep" blobs --label "$(label_of "$sys")" --registry "$(addr_of "$sys")" \
+			run "$sys" "$sys-blobs-$rep" blobs --label "$(label_of "$sys")" --registry "$(addr_of "$sys")" \
 				--size "$SIZE" --concurrency "$STREAMS" --count "$COUNT" --pull-rounds "$PULL_ROUNDS"
 		fi
 	done
 	if [ -n "${CHUNK:-}" ]; then
 		for sys in $SYSTEMS; do
 			[ "$sys" = minio ] && continue
-			run "$sys-blobs-chunked-$rep" blobs --label "$(label_of "$sys")" --registry "$(addr_of "$sys")" \
+			run "$sys" "$sys-blobs-chunked-$rep" blobs --label "$(label_of "$sys")" --registry "$(addr_of "$sys")" \
 				--size "$SIZE" --concurrency "$STREAMS" --count "$COUNT" --chunk "$CHUNK" --pull-rounds "$PULL_ROUNDS"
 		done
 	fi
 	for c in $CLIENTS; do
 		for sys in $SYSTEMS; do
 			[ "$sys" = minio ] && continue
-			run "$sys-manifests-c$c-$rep" manifests --label "$(label_of "$sys")" --registry "$(addr_of "$sys")" \
+			run "$sys" "$sys-manifests-c$c-$rep" manifests --label "$(label_of "$sys")" --registry "$(addr_of "$sys")" \
 				--concurrency "$c" --duration "$MANIFEST_DURATION"
 		done
 	done

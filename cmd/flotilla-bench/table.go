@@ -13,9 +13,11 @@ import (
 
 const tableHelp = `Read JSON reports (files, or directories of *.json) written with --json and
 --label, group the rows by system (label), command, point and operation, and
-print a markdown table of medians over the repeated runs. With --subject S and
---baselines A,B, add a table of S's medians divided by each baseline's (for
-latency columns: baseline divided by S, so above 1 is always better for S).
+print a markdown table of medians over the repeated runs ("server CPU" is the
+CPU time of the processes named with --watch-pid, per operation or per GB).
+With --subject S and --baselines A,B, add a table of S's medians divided by
+each baseline's (for latency and CPU: baseline divided by S, so above 1 is
+always better for S).
 S3 "object put/get" rows match registry "blob push/pull" rows of the same
 size and concurrency.`
 
@@ -114,6 +116,11 @@ type row struct {
 	opsPerSec, mbPerSec       float64
 	p50, p99, max             float64
 	cores                     map[string]float64
+	// serverMs is the CPU time of the watched server processes (all but
+	// the client) per operation, in ms; serverSecPerGB the same per 10^9
+	// bytes moved. Unlike rates, CPU cost per operation hardly changes when
+	// other programs compete for the machine.
+	serverMs, serverSecPerGB float64
 }
 
 func aggregate(reps []*Report) []row {
@@ -121,6 +128,7 @@ func aggregate(reps []*Report) []row {
 	type acc struct {
 		ops, mb, p50, p99, max []float64
 		cores                  map[string][]float64
+		srvMs, srvGB           []float64
 		errors                 int
 	}
 	groups := map[key]*acc{}
@@ -141,9 +149,19 @@ func aggregate(reps []*Report) []row {
 			a.p99 = append(a.p99, res.P99Ms)
 			a.max = append(a.max, res.MaxMs)
 			a.errors += res.Errors
+			server := 0.0
 			for k, v := range res.CPU {
 				if res.Seconds > 0 {
 					a.cores[k] = append(a.cores[k], v/res.Seconds)
+				}
+				if k != "client" {
+					server += v
+				}
+			}
+			if len(res.CPU) > 1 && res.Count > 0 {
+				a.srvMs = append(a.srvMs, server*1000/float64(res.Count))
+				if res.Bytes > 0 {
+					a.srvGB = append(a.srvGB, server/(float64(res.Bytes)/1e9))
 				}
 			}
 		}
@@ -169,7 +187,7 @@ func aggregate(reps []*Report) []row {
 			cores[name] = median(v)
 		}
 		rows = append(rows, row{
-			cores: cores,
+			cores: cores, serverMs: median(a.srvMs), serverSecPerGB: median(a.srvGB),
 			label: k.label, command: k.command, point: k.point, op: k.op, match: k.match,
 			runs: len(a.ops), errors: a.errors,
 			opsPerSec: median(a.ops), mbPerSec: median(a.mb),
@@ -180,17 +198,29 @@ func aggregate(reps []*Report) []row {
 }
 
 func writeMarkdown(w io.Writer, rows []row) {
-	fmt.Fprintln(w, "| system | load | op | runs | ops/s | MB/s | p50 ms | p99 ms | max ms | errors | cores used |")
-	fmt.Fprintln(w, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+	fmt.Fprintln(w, "| system | load | op | runs | ops/s | MB/s | p50 ms | p99 ms | max ms | errors | server CPU | cores used |")
+	fmt.Fprintln(w, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 	for _, r := range rows {
 		mb := "-"
 		if r.mbPerSec > 0 {
 			mb = fmt.Sprintf("%.0f", r.mbPerSec)
 		}
-		fmt.Fprintf(w, "| %s | %s %s | %s | %d | %s | %s | %s | %s | %s | %d | %s |\n",
+		fmt.Fprintf(w, "| %s | %s %s | %s | %d | %s | %s | %s | %s | %s | %d | %s | %s |\n",
 			r.label, r.command, r.point, r.op, r.runs, num(r.opsPerSec), mb, num(r.p50), num(r.p99), num(r.max), r.errors,
-			coresUsed(r.cores, 1))
+			serverCPU(r), coresUsed(r.cores, 1))
 	}
+}
+
+// serverCPU prints the server CPU cost: seconds per GB for byte moving
+// operations, else ms per operation; "-" when no process was watched.
+func serverCPU(r row) string {
+	switch {
+	case r.serverSecPerGB > 0:
+		return num(r.serverSecPerGB) + " s/GB"
+	case r.serverMs > 0:
+		return num(r.serverMs) + " ms/op"
+	}
+	return "-"
 }
 
 // canonicalOp maps S3 operations onto the registry operations they stand
@@ -229,8 +259,8 @@ func writeRatios(w io.Writer, rows []row, subject string, baselines []string) {
 		}
 		idx[r.label][matchKey(r)] = r
 	}
-	fmt.Fprintf(w, "| %s vs | load | op | throughput ratio | p50 ratio | p99 ratio |\n", subject)
-	fmt.Fprintln(w, "|---|---|---|---:|---:|---:|")
+	fmt.Fprintf(w, "| %s vs | load | op | throughput ratio | p50 ratio | p99 ratio | server CPU ratio |\n", subject)
+	fmt.Fprintln(w, "|---|---|---|---:|---:|---:|---:|")
 	for _, r := range rows {
 		if r.label != subject {
 			continue
@@ -244,8 +274,12 @@ func writeRatios(w io.Writer, rows []row, subject string, baselines []string) {
 			if r.mbPerSec > 0 && br.mbPerSec > 0 {
 				thr = ratio(r.mbPerSec, br.mbPerSec)
 			}
-			fmt.Fprintf(w, "| %s | %s %s | %s | %s | %s | %s |\n", b, r.command, r.point, r.op,
-				thr, ratio(br.p50, r.p50), ratio(br.p99, r.p99))
+			cpu := ratio(br.serverMs, r.serverMs)
+			if r.serverSecPerGB > 0 && br.serverSecPerGB > 0 {
+				cpu = ratio(br.serverSecPerGB, r.serverSecPerGB)
+			}
+			fmt.Fprintf(w, "| %s | %s %s | %s | %s | %s | %s | %s |\n", b, r.command, r.point, r.op,
+				thr, ratio(br.p50, r.p50), ratio(br.p99, r.p99), cpu)
 		}
 	}
 }
