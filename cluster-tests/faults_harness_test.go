@@ -715,6 +715,22 @@ func (c *faultCluster) monitor() {
 	}
 }
 
+// lastLeader is the member that last claimed leadership alone, if any.
+func (c *faultCluster) lastLeader() *faultNode {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.leads) == 0 {
+		return nil
+	}
+	id := c.leads[len(c.leads)-1].ID
+	for _, n := range c.nodes {
+		if n.ID == id && !n.removed {
+			return n
+		}
+	}
+	return nil
+}
+
 // leaderChanges is how many times the observed leader changed.
 func (c *faultCluster) leaderChanges() (int, []faultLeaderObs) {
 	c.mu.Lock()
@@ -755,8 +771,8 @@ func (n *faultNode) restart() {
 }
 
 // remove takes n out of the cluster through the CLI on a member, then
-// stops its process.
-func (c *faultCluster) remove(n *faultNode) {
+// stops its process (SIGTERM); it returns how long each step took.
+func (c *faultCluster) remove(n *faultNode) (removed, stopped time.Duration) {
 	c.t.Helper()
 	var via *faultNode
 	for _, m := range c.members() {
@@ -768,13 +784,16 @@ func (c *faultCluster) remove(n *faultNode) {
 	c.mu.Lock()
 	n.removed = true
 	c.mu.Unlock()
+	began := time.Now()
 	out, err := faultExec(c.bin, "cluster", "remove", n.ID, "--addr", via.GRPC, "--timeout", "20s")
 	if err != nil {
 		c.t.Fatalf("flotilla cluster remove %s via %s: %v\n%s", n.ID, via.ID, err, out)
 	}
+	removed = time.Since(began)
 	if err := n.stop(); err != nil {
 		c.logf("%s stopped after its removal: %v", n.ID, err)
 	}
+	return removed, time.Since(began) - removed
 }
 
 // crashed reports whether the node's process exited on its own (not

@@ -106,11 +106,37 @@ type faultCheckAnnotation struct {
 
 // checkLinearizable checks the history of every tag: acknowledged puts and
 // answered gets as they are, puts with an unknown outcome as ambiguous (a
-// return "at infinity": after every other operation, the final reads too), failed puts and
-// unanswered gets left out (they had no effect). Each op's metadata names
-// its node and outcome. On a failure it writes porcupine's visualization
-// into dir and fails the test with its path.
+// return "at infinity": after every other operation, the final reads
+// too), failed puts and unanswered gets left out (they had no effect).
+// Each op's metadata names its node and outcome. On a failure porcupine's
+// visualization is written into dir and the test fails with its path.
 func checkLinearizable(t *testing.T, ops []*faultOp, events []faultEvent, dir string) {
+	t.Helper()
+	res := faultLinearizability(t, ops, events, dir)
+	switch res.Result {
+	case "ok":
+		t.Logf("linearizable: %d tag operations (%d ambiguous puts) checked in %.1fs", res.ops, res.ambiguous, res.Seconds)
+	case "illegal":
+		t.Errorf("tag history is NOT linearizable (%d operations, %d ambiguous); history %s, visualization %s %s",
+			res.ops, res.ambiguous, res.history, res.Visualization, res.VisErr)
+	default:
+		t.Errorf("linearizability check undecided after %v (%d operations, %d ambiguous); history %s, visualization %s %s",
+			faultCheckTimeout, res.ops, res.ambiguous, res.history, res.Visualization, res.VisErr)
+	}
+}
+
+type faultCheckResult struct {
+	Result        string  `json:"result"` // ok, illegal, unknown
+	Visualization string  `json:"visualization"`
+	VisErr        string  `json:"visualization_error"`
+	Seconds       float64 `json:"seconds"`
+	history       string
+	ops           int
+	ambiguous     int
+}
+
+// faultLinearizability runs the checker on the tag operations of ops.
+func faultLinearizability(t *testing.T, ops []*faultOp, events []faultEvent, dir string) faultCheckResult {
 	t.Helper()
 	var end int64
 	for _, op := range ops {
@@ -158,28 +184,55 @@ func checkLinearizable(t *testing.T, ops []*faultOp, events []faultEvent, dir st
 		t.Fatal(err)
 	}
 	htmlPath := filepath.Join(dir, "linearizability.html")
-	start := time.Now()
 	out, err := exec.Command(faultChecker(t), histPath, htmlPath).Output()
 	if err != nil {
 		t.Fatalf("porcupine checker: %v\n%s", err, out)
 	}
-	var res struct {
-		Result        string  `json:"result"`
-		Visualization string  `json:"visualization"`
-		VisErr        string  `json:"visualization_error"`
-		Seconds       float64 `json:"seconds"`
-	}
+	var res faultCheckResult
 	if err := json.Unmarshal(out, &res); err != nil {
 		t.Fatalf("porcupine checker output %q: %v", out, err)
 	}
-	switch res.Result {
-	case "ok":
-		t.Logf("linearizable: %d tag operations (%d ambiguous puts) checked in %.1fs", len(in.Ops), unknown, time.Since(start).Seconds())
-	case "illegal":
-		t.Errorf("tag history is NOT linearizable (%d operations, %d ambiguous); history %s, visualization %s %s",
-			len(in.Ops), unknown, histPath, res.Visualization, res.VisErr)
-	default:
-		t.Errorf("linearizability check undecided after %v (%d operations, %d ambiguous); history %s, visualization %s %s",
-			faultCheckTimeout, len(in.Ops), unknown, histPath, res.Visualization, res.VisErr)
+	res.history, res.ops, res.ambiguous = histPath, len(in.Ops), unknown
+	return res
+}
+
+// TestFaultCheckerModel checks the checker: the tag register model, and
+// how unknown and failed writes are treated.
+func TestFaultCheckerModel(t *testing.T) {
+	const X, Y, Z = "sha256:x", "sha256:y", "sha256:z"
+	s := time.Second
+	put := func(v string, call, ret time.Duration, o faultOutcome) *faultOp {
+		return &faultOp{Kind: "put", Key: "r:t", Value: v, Node: "n1", Call: call, Return: ret, Outcome: o}
+	}
+	get := func(v string, call, ret time.Duration) *faultOp {
+		return &faultOp{Kind: "get", Key: "r:t", Value: v, Node: "n2", Call: call, Return: ret, Outcome: faultOK}
+	}
+	for _, tc := range []struct {
+		name string
+		ops  []*faultOp
+		want string
+	}{
+		{"read of the last write", []*faultOp{put(X, 0, s, faultOK), get(X, 2*s, 3*s)}, "ok"},
+		{"read of nothing after a write", []*faultOp{put(X, 0, s, faultOK), get("", 2*s, 3*s)}, "illegal"},
+		{"read of a value never written", []*faultOp{put(X, 0, s, faultOK), get(Y, 2*s, 3*s)}, "illegal"},
+		{"unknown write seen", []*faultOp{put(X, 0, s, faultOK), put(Y, s/2, 2*s, faultUnknown), get(Y, 3*s, 4*s)}, "ok"},
+		{"unknown write not seen", []*faultOp{put(X, 0, s, faultOK), put(Y, s/2, 2*s, faultUnknown), get(X, 3*s, 4*s)}, "ok"},
+		{"unknown write seen late", []*faultOp{put(X, 0, s, faultOK), put(Y, s/2, 2*s, faultUnknown), get(X, 3*s, 4*s), get(Y, 5*s, 6*s)}, "ok"},
+		{"unknown write undone", []*faultOp{put(X, 0, s, faultOK), put(Y, s/2, 2*s, faultUnknown), get(Y, 3*s, 4*s), get(X, 5*s, 6*s)}, "illegal"},
+		{"failed write seen", []*faultOp{put(X, 0, s, faultOK), put(Z, 2*s, 3*s, faultFailed), get(Z, 4*s, 5*s)}, "illegal"},
+		{"concurrent writes", []*faultOp{put(X, 0, 3*s, faultOK), put(Y, s, 2*s, faultOK), get(X, 4*s, 5*s)}, "ok"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			res := faultLinearizability(t, tc.ops, []faultEvent{{Start: s / 2, End: s, What: "a fault"}}, dir)
+			if res.Result != tc.want {
+				t.Fatalf("checker says %s, want %s", res.Result, tc.want)
+			}
+			if tc.want == "illegal" {
+				if fi, err := os.Stat(res.Visualization); err != nil || fi.Size() == 0 {
+					t.Errorf("no visualization written for an illegal history: %q %v %s", res.Visualization, err, res.VisErr)
+				}
+			}
+		})
 	}
 }

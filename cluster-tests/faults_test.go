@@ -103,13 +103,14 @@ func (r *faultRun) pickFollower(l *faultNode) *faultNode {
 	return o[r.rng.IntN(len(o))]
 }
 
-// waitWritesResume waits until a write called at or after at is
-// acknowledged and returns how long after at it returned.
-func (r *faultRun) waitWritesResume(at, timeout time.Duration, what string) time.Duration {
+// waitWritesResume waits until a write called at or after at (and
+// accepted by filter, when given) is acknowledged and returns how long
+// after at it returned.
+func (r *faultRun) waitWritesResume(at, timeout time.Duration, what string, filter func(*faultOp) bool) time.Duration {
 	r.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		if ret, ok := faultFirstOKWriteAfter(r.w.history(), at); ok {
+		if ret, ok := faultFirstOKWriteAfter(r.w.history(), at, filter); ok {
 			return ret - at
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -254,7 +255,7 @@ func TestFaultLeaderKill(t *testing.T) {
 		if took > faultElectionBound {
 			t.Errorf("new leader elected %.2fs after the leader's death, want within %v", took.Seconds(), faultElectionBound)
 		}
-		r.note("writes resumed %.2fs after the kill", r.waitWritesResume(at, 20*time.Second, "the kill").Seconds())
+		r.note("writes resumed %.2fs after the kill", r.waitWritesResume(at, 20*time.Second, "the kill", nil).Seconds())
 		r.sleep(r.between(time.Second, 3*time.Second))
 		old.restart()
 		heal()
@@ -289,12 +290,9 @@ func TestFaultLeaderPartition(t *testing.T) {
 			t.Errorf("new leader %.2fs after the old one was cut off, want within %v", took.Seconds(), faultElectionBound)
 		}
 		r.waitStepDown(old, at, 10*time.Second)
-		resumed := r.waitWritesResume(at, 20*time.Second, "the cut")
+		resumed := r.waitWritesResume(at, 20*time.Second, "the cut", nil)
 		r.note("writes resumed %.2fs after the cut", resumed.Seconds())
-		if resumed > took+faultElectionBound {
-			faultKnownIssue(t, "writes resumed %.2fs after the cut, %.2fs after the new leader was elected: "+
-				"writes forwarded to the cut-off leader hang until the leader hold timeout", resumed.Seconds(), (resumed - took).Seconds())
-		}
+
 		// Longer than the nodes' leader hold timeout (10 s): requests held
 		// by the old leader end, refused, while it is still cut off.
 		r.sleep(max(0, at+r.between(12*time.Second, 14*time.Second)-c.since()))
@@ -306,6 +304,21 @@ func TestFaultLeaderPartition(t *testing.T) {
 		}
 		r.noAcksFrom(old, at, until, "cut off from the majority")
 		r.sleep(r.between(2*time.Second, 3*time.Second))
+		// Writes the remaining follower had forwarded to the old leader
+		// when it was cut off: once the new leader is known they could be
+		// answered (503, outcome unknown) or retried.
+		elected := at + took
+		var stuck time.Duration
+		for _, op := range r.w.history() {
+			if op.Node != old.ID && op.Node != nl.ID && op.Kind != "get" && op.Call < elected && op.Return > elected {
+				stuck = max(stuck, op.Return-elected)
+			}
+		}
+		r.note("writes through the remaining follower begun before the election were answered up to %.2fs after it", stuck.Seconds())
+		if stuck > faultElectionBound {
+			faultKnownIssue(t, "writes through a follower stayed unanswered %.2fs after the new leader was elected: "+
+				"a write forwarded to the cut-off leader waits out the whole leader hold timeout", stuck.Seconds())
+		}
 	})
 }
 
@@ -563,7 +576,7 @@ func TestFaultDiskFull(t *testing.T) {
 		// must go on acknowledging writes, at the latest once a leader
 		// could have been elected without it.
 		grace := at + faultElectionBound
-		if ret, ok := faultFirstOKWriteAfter(r.w.history(), grace); !ok || ret > freed {
+		if ret, ok := faultFirstOKWriteAfter(r.w.history(), grace, nil); !ok || ret > freed {
 			faultKnownIssue(t, "no write acknowledged from %.1fs to %.1fs while only %s's disk was full (it was the %s): "+
 				"a node that cannot write keeps the cluster from committing", grace.Seconds(), freed.Seconds(), victim, role)
 		} else {
@@ -624,11 +637,12 @@ func TestFaultMembership(t *testing.T) {
 		}
 		victim := candidates[r.rng.IntN(len(candidates))]
 		heal = c.event("remove %s under load", victim.ID)
-		began = time.Now()
-		c.remove(victim)
+		removed, stopped := c.remove(victim)
 		c.waitMembers(3, time.Minute)
 		heal()
-		r.note("%s removed in %.2fs", victim.ID, time.Since(began).Seconds())
+		// A removed node's requests that wait for an index it will never
+		// apply hold up its shutdown.
+		r.note("%s removed in %.2fs; its process stopped %.2fs after SIGTERM", victim.ID, removed.Seconds(), stopped.Seconds())
 		r.sleep(r.between(2*time.Second, 3*time.Second))
 	})
 }

@@ -48,9 +48,10 @@ type faultOp struct {
 	Outcome faultOutcome  `json:"outcome"`
 	Status  int           `json:"status,omitempty"`
 	Detail  string        `json:"detail,omitempty"`
-	Index   uint64        `json:"index,omitempty"` // Flotilla-Index of a write
-	Push    bool          `json:"push,omitempty"`  // the put of a freshly pushed image
-	Probe   bool          `json:"probe,omitempty"` // sent on purpose to a node under a fault
+	Index   uint64        `json:"index,omitempty"`  // Flotilla-Index of a write
+	Push    bool          `json:"push,omitempty"`   // the put of a freshly pushed image
+	Probe   bool          `json:"probe,omitempty"`  // sent on purpose to a node under a fault
+	Canary  bool          `json:"canary,omitempty"` // the canary's write to the leader
 }
 
 // faultImage is a pushed image: its manifest and the two blobs it names.
@@ -99,6 +100,8 @@ func startFaultWorkload(c *faultCluster, seed uint64, o faultWorkloadOptions) *f
 	w.nextPID.Store(int64(o.clients))
 	w.wg.Add(1)
 	go w.checkHealth()
+	w.wg.Add(1)
+	go w.canary()
 	for i := range o.clients {
 		w.wg.Add(1)
 		go w.client(i)
@@ -209,12 +212,13 @@ func (w *faultWorkload) end(op *faultOp) {
 }
 
 type faultClient struct {
-	w   *faultWorkload
-	id  int
-	pid int
-	rng *rand.Rand
-	hc  *http.Client
-	seq int
+	w      *faultWorkload
+	id     int
+	pid    int
+	rng    *rand.Rand
+	hc     *http.Client
+	seq    int
+	canary bool
 }
 
 func (w *faultWorkload) newClient(id int) *faultClient {
@@ -252,7 +256,7 @@ func (w *faultWorkload) randomKey(rng *rand.Rand) string {
 // record adds an op to the history; after an unknown outcome the client
 // continues as a new porcupine process (its old one may still be pending).
 func (cl *faultClient) record(op *faultOp) {
-	op.Process, op.Client = cl.pid, cl.id
+	op.Process, op.Client, op.Canary = cl.pid, cl.id, cl.canary
 	if op.Outcome == faultUnknown && op.Kind == "put" {
 		cl.pid = int(cl.w.nextPID.Add(1))
 	}
@@ -456,6 +460,36 @@ func (cl *faultClient) get(n *faultNode, key string, probe bool, timeout time.Du
 	return op
 }
 
+// canary moves a tag through the node that last claimed leadership, every
+// 100 ms, with a short timeout: the clients, like real ones behind a load
+// balancer, can all be held up by one failing node, while the canary shows
+// whether the cluster itself can commit (the unavailability window counts
+// its writes too).
+func (w *faultWorkload) canary() {
+	defer w.wg.Done()
+	cl := w.newClient(int(w.nextPID.Add(1)))
+	cl.hc.Timeout = 3 * time.Second
+	cl.canary = true
+	for {
+		select {
+		case <-w.stopCh:
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+		w.mu.Lock()
+		var img *faultImage
+		if len(w.acked) > 0 {
+			img = w.acked[cl.rng.IntN(len(w.acked))]
+		}
+		w.mu.Unlock()
+		n := w.c.lastLeader()
+		if img == nil || n == nil {
+			continue
+		}
+		cl.put(n, img, w.tags[cl.rng.IntN(len(w.tags))], false, false)
+	}
+}
+
 // prober sends requests to one node on purpose, whatever its health, and
 // records them like any client (flagged as probes).
 type faultProber struct {
@@ -645,10 +679,13 @@ func faultSummarize(ops []*faultOp, from, to time.Duration) faultStats {
 }
 
 // firstOKWriteAfter is the return time of the first acknowledged write
-// called at or after at.
-func faultFirstOKWriteAfter(ops []*faultOp, at time.Duration) (time.Duration, bool) {
+// called at or after at (and accepted by filter, when given).
+func faultFirstOKWriteAfter(ops []*faultOp, at time.Duration, filter func(*faultOp) bool) (time.Duration, bool) {
 	best, found := time.Duration(0), false
 	for _, op := range ops {
+		if filter != nil && !filter(op) {
+			continue
+		}
 		if op.Kind == "put" && op.Outcome == faultOK && op.Call >= at && (!found || op.Return < best) {
 			best, found = op.Return, true
 		}
