@@ -73,12 +73,14 @@ func (w *cpuWatch) snap() map[string]float64 {
 	return m
 }
 
-// measure starts a CPU measurement for the recorders; calling the returned
-// function ends it and gives each recorder the CPU seconds spent meanwhile
-// by the client and by every watched process.
-func (o *commonOpts) measure(recs ...*recorder) func() {
+// measure starts a CPU measurement; calling the returned function ends it,
+// gives each recorder the CPU seconds spent meanwhile by the client and by
+// every watched process, and returns them. Pass a recorder only when the
+// phase ran nothing but its operations, so that CPU per operation means
+// something.
+func (o *commonOpts) measure(recs ...*recorder) func() map[string]float64 {
 	before := o.watch.snap()
-	return func() {
+	return func() map[string]float64 {
 		after := o.watch.snap()
 		d := map[string]float64{}
 		for k, v := range after {
@@ -91,5 +93,6 @@ func (o *commonOpts) measure(recs ...*recorder) func() {
 			r.cpu = d
 			r.mu.Unlock()
 		}
+		return d
 	}
 }

@@ -119,7 +119,7 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) (*Rep
 			}
 			return nil
 		}
-		endCPU := o.measure(mount, put)
+		endCPU := o.measure() // mounts and puts interleave: a note, not per op
 		// First every repository: its blobs (mounted from the first), then
 		// its tag t0000000.
 		ph := phase{workers: o.populateConc, count: o.repos, maxErrors: 1}
@@ -144,9 +144,12 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) (*Rep
 				return putTag(ctx, repoName(seq%o.bigRepos), fmt.Sprintf("t%07d", seq/o.bigRepos+1))
 			})
 		}
-		endCPU()
+		popCPU := endCPU()
 		rep.Results = append(rep.Results, mount.result(), put.result())
 		rep.note("populated %d repositories and %d tags in %.1fs", o.repos, o.tags, time.Since(t0).Seconds())
+		if c := coresUsed(popCPU, time.Since(t0).Seconds()); c != "" {
+			rep.note("cores used while populating: %s", c)
+		}
 		if firstErr != nil {
 			return rep, &o.commonOpts, fmt.Errorf("populate: %w", firstErr)
 		}
@@ -161,7 +164,7 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) (*Rep
 	var seen, pages int
 	var mu sync.Mutex
 	ph := phase{workers: o.concurrency, count: o.walks, maxErrors: 1}
-	endCPU := o.measure(catPage, walk)
+	endCPU := o.measure(walk)
 	ph.run(ctx, func(ctx context.Context, _, _ int) error {
 		w0 := time.Now()
 		n, p, err := walkPages(ctx, c, "/v2/_catalog?n="+itoa(o.pageSize), catPage)

@@ -188,7 +188,7 @@ func runMixed(ctx context.Context, args []string, stdout, stderr io.Writer) (*Re
 		r.begin(start)
 	}
 	ph = phase{workers: o.concurrency, duration: o.duration, maxErrors: o.maxErrors}
-	endCPU := o.measure(recs["blob"], recs["put"], recs["get"])
+	endCPU := o.measure() // one phase for all kinds: reported as a note
 	ph.run(ctx, func(ctx context.Context, w, seq int) error {
 		if rngs[w] == nil {
 			rngs[w] = newRNG()
@@ -234,7 +234,9 @@ func runMixed(ctx context.Context, args []string, stdout, stderr io.Writer) (*Re
 		}
 	})
 	end := time.Now()
-	endCPU()
+	if c := coresUsed(endCPU(), end.Sub(start).Seconds()); c != "" {
+		rep.note("cores used during the mixed phase: %s", c)
+	}
 	var all []Result
 	for _, k := range kinds {
 		if weights[k] == 0 {
