@@ -86,6 +86,12 @@ type S3Config struct {
 // deletes the superseded tail; Complete and Abort sweep every other tail
 // of the upload and its stray multipart uploads.
 //
+// Payload signing: bodies are sent unsigned (DisableContentSha256; minio-go
+// adds a CRC32C trailer instead where the store supports it). Over plain
+// http minio-go would otherwise hash every byte a second time to sign it,
+// which costs more CPU than the upload's own digest; the registry checks
+// content by its digest, and TLS protects it in transit.
+//
 // Memory: each Append holds at most two part buffers (2 * PartSize: one
 // being filled from the request while the previous one is uploaded), each
 // Complete at most one (to send the tail as the last part), plus minio-go's
@@ -426,7 +432,7 @@ func (s *S3) Append(ctx context.Context, u Upload, r io.Reader) (Upload, error) 
 		tail := (*rest)[:restN]
 		next.Tail = tailKey(next.ID, u.Size+counted.n-int64(restN), tail)
 		next.TailSize = int64(restN)
-		info, err := s.core.PutObject(ctx, s.bucket, s.object(next.Tail), bytes.NewReader(tail), int64(restN), "", "", minio.PutObjectOptions{})
+		info, err := s.core.PutObject(ctx, s.bucket, s.object(next.Tail), bytes.NewReader(tail), int64(restN), "", "", minio.PutObjectOptions{DisableContentSha256: true})
 		if err != nil {
 			s.dropBuf(rest)
 			s.abandon(ctx, st, next)
@@ -544,7 +550,7 @@ func (p *partUploader) upload(buf *[]byte) error {
 		st.UploadID = id
 	}
 	part, err := s.core.PutObjectPart(p.ctx, s.bucket, s.object(st.Object), st.UploadID, n,
-		bytes.NewReader(*buf), int64(len(*buf)), minio.PutObjectPartOptions{})
+		bytes.NewReader(*buf), int64(len(*buf)), minio.PutObjectPartOptions{DisableContentSha256: true})
 	if err != nil {
 		return fmt.Errorf("blobstore s3: upload part %d: %w", n, err)
 	}
@@ -693,12 +699,12 @@ func (s *S3) completeEmpty(ctx context.Context, st *s3State) (string, error) {
 // ifNoneMatch runs write with "If-None-Match: *" (create only), or without
 // it when the store does not implement conditional writes.
 func (s *S3) ifNoneMatch(write func(minio.PutObjectOptions) error) error {
-	var opts minio.PutObjectOptions
+	opts := minio.PutObjectOptions{DisableContentSha256: true}
 	opts.SetMatchETagExcept("*")
 	err := write(opts)
 	if err != nil && minio.ToErrorResponse(err).Code == minio.NotImplemented {
 		s.log.Debug("conditional writes not supported; writing unconditionally")
-		return write(minio.PutObjectOptions{})
+		return write(minio.PutObjectOptions{DisableContentSha256: true})
 	}
 	return err
 }
@@ -775,7 +781,7 @@ func (s *S3) uploadTailPart(ctx context.Context, st *s3State) (minio.CompletePar
 	}
 	n := len(st.Parts) + 1
 	part, err := s.core.PutObjectPart(ctx, s.bucket, s.object(st.Object), st.UploadID, n,
-		bytes.NewReader(data), st.TailSize, minio.PutObjectPartOptions{})
+		bytes.NewReader(data), st.TailSize, minio.PutObjectPartOptions{DisableContentSha256: true})
 	if err != nil {
 		if buf != nil {
 			s.dropBuf(buf)
