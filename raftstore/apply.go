@@ -159,7 +159,11 @@ func (a applier) putManifest() error {
 	if existing := a.b(bucketManifests).Get(mk); existing == nil {
 		stored := *m
 		stored.Created = a.c.Time
-		if err := putJSON(a.b(bucketManifests), mk, &stored); err != nil {
+		rec, err := encodeManifest(&stored)
+		if err != nil {
+			return err
+		}
+		if err := a.b(bucketManifests).Put(mk, rec); err != nil {
 			return err
 		}
 		if m.Subject != "" {
@@ -180,12 +184,11 @@ func (a applier) putManifest() error {
 
 func (a applier) deleteManifest() error {
 	repo, dgst := a.c.Repo, a.c.Digest
-	var m meta.Manifest
-	found, err := getJSON(a.b(bucketManifests), key(repo, dgst), &m)
+	m, err := getManifest(a.b(bucketManifests), key(repo, dgst))
 	if err != nil {
 		return err
 	}
-	if !found {
+	if m == nil {
 		return meta.ErrManifestUnknown.WithDetail(dgst)
 	}
 	if err := a.b(bucketManifests).Delete(key(repo, dgst)); err != nil {

@@ -99,6 +99,13 @@ func get[T any](t *testing.T, db *bolt.DB, bucket []byte, k []byte) (T, bool) {
 	var v T
 	var found bool
 	if err := db.View(func(tx *bolt.Tx) error {
+		if m, ok := any(&v).(*meta.Manifest); ok && bytes.Equal(bucket, bucketManifests) {
+			rec, err := getManifest(tx.Bucket(bucket), k)
+			if rec != nil {
+				*m, found = *rec, true
+			}
+			return err
+		}
 		var err error
 		found, err = getJSON(tx.Bucket(bucket), k, &v)
 		return err

@@ -19,10 +19,11 @@ import (
 
 // Manifest returns the manifest digest in repo.
 func (s *Store) Manifest(repo, digest string) (*meta.Manifest, error) {
-	var m meta.Manifest
+	var m *meta.Manifest
 	err := s.fsm.view(func(tx *bolt.Tx) error {
-		found, err := getJSON(tx.Bucket(bucketManifests), key(repo, digest), &m)
-		if err == nil && !found {
+		var err error
+		m, err = getManifest(tx.Bucket(bucketManifests), key(repo, digest))
+		if err == nil && m == nil {
 			err = meta.ErrManifestUnknown.WithDetail(digest)
 		}
 		return err
@@ -30,7 +31,7 @@ func (s *Store) Manifest(repo, digest string) (*meta.Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &m, nil
+	return m, nil
 }
 
 // Tag returns the digest tag points at in repo.
