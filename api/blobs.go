@@ -54,7 +54,15 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request, repo, ref strin
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("Content-Length", strconv.FormatInt(length, 10))
 	w.WriteHeader(status)
-	if _, err := io.CopyN(w, rc, length); err != nil {
+	buf := s.copyBufs.Get().(*[]byte)
+	defer s.copyBufs.Put(buf)
+	// Plain Reader and Writer: io.CopyBuffer would otherwise hand the copy
+	// to a ReadFrom/WriteTo with its own small buffer.
+	n, err := io.CopyBuffer(struct{ io.Writer }{w}, struct{ io.Reader }{io.LimitReader(rc, length)}, *buf)
+	if err == nil && n < length {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
 		// Headers are gone; abort the connection so the client sees a
 		// truncated body rather than a short success.
 		s.logger.Warn("blob read failed mid-stream", "digest", b.Digest, "err", err)

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/flotilla/flotilla/meta"
@@ -120,6 +121,10 @@ type Server struct {
 	logger  *slog.Logger
 	metrics *metrics
 	mux     *http.ServeMux
+	routes  []route
+	// copyBufs holds the buffers blob bodies are copied through (larger
+	// than io.Copy's 32 KiB: fewer syscalls per byte on the pull path).
+	copyBufs sync.Pool
 }
 
 // New builds the API. promReg receives the API's metrics and is served on
@@ -132,6 +137,8 @@ func New(cfg Config, reg Registry, blobs BlobStore, node Node, logger *slog.Logg
 		cfg.BlobRedirectTTL = 20 * time.Minute
 	}
 	s := &Server{cfg: cfg, reg: reg, blobs: blobs, node: node, logger: logger, metrics: newMetrics(promReg), mux: http.NewServeMux()}
+	s.routes = s.buildRoutes()
+	s.copyBufs.New = func() any { b := make([]byte, 256<<10); return &b }
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = io.WriteString(w, "ok\n")
@@ -153,8 +160,7 @@ func New(cfg Config, reg Registry, blobs BlobStore, node Node, logger *slog.Logg
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	rw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-	route := "other"
+	rw := &statusWriter{ResponseWriter: w, status: http.StatusOK, route: "other"}
 	defer func() {
 		if p := recover(); p != nil {
 			if p == http.ErrAbortHandler {
@@ -165,13 +171,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				writeError(rw, apiErr(ErrCodeInternal, nil))
 			}
 		}
-		s.metrics.observe(r.Method, routeOf(r, &route), rw.status, time.Since(start))
+		s.metrics.observe(r.Method, rw.route, rw.status, time.Since(start))
 	}()
 	if p := r.URL.Path; p == "/v2" || strings.HasPrefix(p, "/v2/") {
 		// Not through the mux: it would clean the path and redirect
 		// "/v2/a/../b/..." to another repository; names are checked here.
 		s.serveV2(rw, r)
 		return
+	}
+	switch r.URL.Path {
+	case "/healthz", "/readyz", "/metrics", "/cluster/status", "/cluster/snapshot", "/cluster/state-hash":
+		rw.route = r.URL.Path[1:]
 	}
 	s.mux.ServeHTTP(rw, r)
 }
@@ -180,6 +190,7 @@ type statusWriter struct {
 	http.ResponseWriter
 	status int
 	wrote  bool
+	route  string // metrics label, set by the router
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -239,34 +250,12 @@ var (
 	reReferrers = regexp.MustCompile(`^/v2/(.+)/referrers/([^/]+)$`)
 )
 
-func routeOf(r *http.Request, cached *string) string {
-	p := r.URL.Path
-	switch {
-	case p == "/v2/" || p == "/v2":
-		return "base"
-	case p == "/v2/_catalog":
-		return "catalog"
-	case reTags.MatchString(p):
-		return "tags"
-	case reManifest.MatchString(p):
-		return "manifest"
-	case reUploads.MatchString(p), reUpload.MatchString(p):
-		return "upload"
-	case reBlob.MatchString(p):
-		return "blob"
-	case reReferrers.MatchString(p):
-		return "referrers"
-	case p == "/healthz", p == "/readyz", p == "/metrics", p == "/cluster/status":
-		return p[1:]
-	}
-	return *cached
-}
-
 type handlerFunc func(w http.ResponseWriter, r *http.Request, repo string, ref string) error
 
-func (s *Server) serveV2(w http.ResponseWriter, r *http.Request) {
+func (s *Server) serveV2(w *statusWriter, r *http.Request) {
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	p := r.URL.Path
+	w.route = "base"
 	if p == "/v2/" || p == "/v2" {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			writeError(w, apiErr(ErrCodeUnsupported, nil))
@@ -276,25 +265,11 @@ func (s *Server) serveV2(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if p == "/v2/_catalog" {
+		w.route = "catalog"
 		s.run(w, r, "", "", map[string]handlerFunc{http.MethodGet: s.catalog})
 		return
 	}
-	type route struct {
-		re       *regexp.Regexp
-		handlers map[string]handlerFunc
-	}
-	routes := []route{
-		{reTags, map[string]handlerFunc{http.MethodGet: s.listTags}},
-		{reManifest, map[string]handlerFunc{http.MethodGet: s.getManifest, http.MethodHead: s.getManifest,
-			http.MethodPut: s.putManifest, http.MethodDelete: s.deleteManifest}},
-		{reUploads, map[string]handlerFunc{http.MethodPost: s.startUpload}},
-		{reUpload, map[string]handlerFunc{http.MethodGet: s.uploadStatus, http.MethodPatch: s.patchUpload,
-			http.MethodPut: s.putUpload, http.MethodDelete: s.cancelUpload}},
-		{reBlob, map[string]handlerFunc{http.MethodGet: s.getBlob, http.MethodHead: s.getBlob,
-			http.MethodDelete: s.deleteBlob}},
-		{reReferrers, map[string]handlerFunc{http.MethodGet: s.referrers}},
-	}
-	for _, rt := range routes {
+	for _, rt := range s.routes {
 		m := rt.re.FindStringSubmatch(p)
 		if m == nil {
 			continue
@@ -303,6 +278,7 @@ func (s *Server) serveV2(w http.ResponseWriter, r *http.Request) {
 		if len(m) > 2 {
 			ref = m[2]
 		}
+		w.route = rt.name
 		if !meta.ValidRepo(repo) {
 			writeError(w, apiErr(ErrCodeNameInvalid, repo))
 			return
@@ -310,7 +286,30 @@ func (s *Server) serveV2(w http.ResponseWriter, r *http.Request) {
 		s.run(w, r, repo, ref, rt.handlers)
 		return
 	}
+	w.route = "other"
 	writeError(w, &Error{Code: ErrorCode{"NOT_FOUND", "no such endpoint", http.StatusNotFound}})
+}
+
+// route is one endpoint below /v2/ whose repository name is matched from
+// the end of the path.
+type route struct {
+	name     string // metrics label
+	re       *regexp.Regexp
+	handlers map[string]handlerFunc
+}
+
+func (s *Server) buildRoutes() []route {
+	return []route{
+		{"tags", reTags, map[string]handlerFunc{http.MethodGet: s.listTags}},
+		{"manifest", reManifest, map[string]handlerFunc{http.MethodGet: s.getManifest, http.MethodHead: s.getManifest,
+			http.MethodPut: s.putManifest, http.MethodDelete: s.deleteManifest}},
+		{"upload", reUploads, map[string]handlerFunc{http.MethodPost: s.startUpload}},
+		{"upload", reUpload, map[string]handlerFunc{http.MethodGet: s.uploadStatus, http.MethodPatch: s.patchUpload,
+			http.MethodPut: s.putUpload, http.MethodDelete: s.cancelUpload}},
+		{"blob", reBlob, map[string]handlerFunc{http.MethodGet: s.getBlob, http.MethodHead: s.getBlob,
+			http.MethodDelete: s.deleteBlob}},
+		{"referrers", reReferrers, map[string]handlerFunc{http.MethodGet: s.referrers}},
+	}
 }
 
 func (s *Server) run(w http.ResponseWriter, r *http.Request, repo, ref string, handlers map[string]handlerFunc) {
