@@ -54,7 +54,13 @@ func (r *registry) Fence(ctx context.Context, opts api.ReadOptions) error {
 			return fmt.Errorf("%w: %v", api.ErrUnavailable, ctx.Err())
 		}
 	}
-	idx, err := r.node.reads.Get(ctx)
+	var idx uint64
+	var err error
+	if r.IsLeader() {
+		idx, err = r.ReadIndex(ctx) // batched in the store; no second batcher
+	} else {
+		idx, err = r.node.reads.Get(ctx)
+	}
 	if err != nil {
 		// A read changes nothing, so every failure to fence is one the
 		// client may retry.
