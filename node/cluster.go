@@ -141,7 +141,7 @@ func (n *Node) readIndex(ctx context.Context) (uint64, error) {
 		if local {
 			idx, err = n.store.ReadIndex(ctx)
 		} else {
-			idx, err = cl.readIndex(ctx)
+			idx, err = cl.readIndex(ctx, n.store.AppliedIndex())
 		}
 		return err
 	})
@@ -175,13 +175,19 @@ func (n *Node) rpcApply(ctx context.Context, req *applyRequest) (*applyResponse,
 	if err != nil {
 		return nil, rpcErr(err)
 	}
+	// The forwarding follower waits to apply this entry: tell it now that
+	// it is committed.
+	n.store.Nudge()
 	return &applyResponse{Result: *res}, nil
 }
 
-func (n *Node) rpcReadIndex(ctx context.Context) (*readIndexResponse, error) {
+func (n *Node) rpcReadIndex(ctx context.Context, req *readIndexRequest) (*readIndexResponse, error) {
 	idx, err := n.store.ReadIndex(ctx)
 	if err != nil {
 		return nil, rpcErr(err)
+	}
+	if req.Applied < idx {
+		n.store.Nudge() // the asking follower has yet to learn of idx
 	}
 	return &readIndexResponse{Index: idx}, nil
 }

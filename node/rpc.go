@@ -60,7 +60,10 @@ type (
 	applyResponse struct {
 		Result meta.Result `json:"result"`
 	}
-	readIndexRequest  struct{}
+	readIndexRequest struct {
+		// Applied is the asking node's applied index.
+		Applied uint64 `json:"applied"`
+	}
 	readIndexResponse struct {
 		Index uint64 `json:"index"`
 	}
@@ -85,7 +88,7 @@ func (r *applyRequest) setWireBytes(b []byte) { r.Command = b }
 // rpcServer is what the gRPC service calls into (implemented by *Node).
 type rpcServer interface {
 	rpcApply(ctx context.Context, req *applyRequest) (*applyResponse, error)
-	rpcReadIndex(ctx context.Context) (*readIndexResponse, error)
+	rpcReadIndex(ctx context.Context, req *readIndexRequest) (*readIndexResponse, error)
 	rpcJoin(ctx context.Context, req *joinRequest) (*empty, error)
 	rpcRemove(ctx context.Context, req *removeRequest) (*empty, error)
 	rpcTransfer(ctx context.Context, req *transferRequest) (*empty, error)
@@ -116,8 +119,8 @@ var serviceDesc = grpc.ServiceDesc{
 		unary("Apply", func(s rpcServer, ctx context.Context, r *applyRequest) (*applyResponse, error) {
 			return s.rpcApply(ctx, r)
 		}),
-		unary("ReadIndex", func(s rpcServer, ctx context.Context, _ *readIndexRequest) (*readIndexResponse, error) {
-			return s.rpcReadIndex(ctx)
+		unary("ReadIndex", func(s rpcServer, ctx context.Context, r *readIndexRequest) (*readIndexResponse, error) {
+			return s.rpcReadIndex(ctx, r)
 		}),
 		unary("Join", func(s rpcServer, ctx context.Context, r *joinRequest) (*empty, error) { return s.rpcJoin(ctx, r) }),
 		unary("Remove", func(s rpcServer, ctx context.Context, r *removeRequest) (*empty, error) { return s.rpcRemove(ctx, r) }),
@@ -180,8 +183,8 @@ func (c *Client) apply(ctx context.Context, cmd []byte) (*meta.Result, error) {
 	return &resp.Result, nil
 }
 
-func (c *Client) readIndex(ctx context.Context) (uint64, error) {
+func (c *Client) readIndex(ctx context.Context, applied uint64) (uint64, error) {
 	var resp readIndexResponse
-	err := c.call(ctx, "ReadIndex", &readIndexRequest{}, &resp)
+	err := c.call(ctx, "ReadIndex", &readIndexRequest{Applied: applied}, &resp)
 	return resp.Index, err
 }

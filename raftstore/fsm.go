@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/flotilla/flotilla/meta"
@@ -32,6 +33,11 @@ type fsm struct {
 	db *bolt.DB
 
 	applied *indexWaiter
+	// lastWrite is the index of the last applied entry that changed
+	// registry state (not a no-op). Conservatively the whole applied index
+	// after open or restore. Read indexes point here, so the no-ops the
+	// leader appends to spread its commit index never make readers wait.
+	lastWrite atomic.Uint64
 	// stop is closed when the store shuts down (ends write retries).
 	stop chan struct{}
 }
@@ -43,6 +49,7 @@ func openFSM(path string, logger *slog.Logger) (*fsm, error) {
 	}
 	f := &fsm{path: path, logger: logger, db: db, applied: newIndexWaiter(), stop: make(chan struct{})}
 	f.applied.set(f.storedIndex())
+	f.lastWrite.Store(f.storedIndex())
 	return f, nil
 }
 
@@ -113,8 +120,11 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	}
 	backoff := 10 * time.Millisecond
 	for {
-		last, err := f.applyBatchOnce(logs, out)
+		last, lastWrite, err := f.applyBatchOnce(logs, out)
 		if err == nil {
+			if lastWrite > 0 {
+				f.lastWrite.Store(lastWrite)
+			}
 			f.applied.set(last)
 			return out
 		}
@@ -131,10 +141,10 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	}
 }
 
-func (f *fsm) applyBatchOnce(logs []*raft.Log, out []any) (uint64, error) {
+func (f *fsm) applyBatchOnce(logs []*raft.Log, out []any) (uint64, uint64, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	var last uint64
+	var last, lastWrite uint64
 	err := f.db.Update(func(tx *bolt.Tx) error {
 		stored := appliedIn(tx)
 		for i, l := range logs {
@@ -159,13 +169,16 @@ func (f *fsm) applyBatchOnce(logs []*raft.Log, out []any) (uint64, error) {
 			}
 			res.Index = l.Index
 			out[i] = res
+			if c.Type != meta.CmdNoop {
+				lastWrite = l.Index
+			}
 		}
 		if last <= stored {
 			return nil
 		}
 		return tx.Bucket(bucketMeta).Put(keyApplied, u64(int64(last)))
 	})
-	return last, err
+	return last, lastWrite, err
 }
 
 // Snapshot opens a read transaction (fast); Persist streams it out while
@@ -215,6 +228,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		}
 		return nil
 	})
+	f.lastWrite.Store(idx)
 	f.applied.reset(idx)
 	return nil
 }

@@ -92,8 +92,12 @@ func (b *IndexBatcher) flush(r indexResult) {
 }
 
 // leaderRound notes the commit index, confirms leadership with a quorum and
-// checks the term did not change in between.
-func (s *Store) leaderRound(context.Context) (uint64, error) {
+// checks the term did not change in between. It answers the index of the
+// last write applied once the leader has applied everything up to the noted
+// commit index: every write committed before the round is at or below it,
+// and trailing no-ops (commit-index nudges, the election barrier) are not
+// waited for.
+func (s *Store) leaderRound(ctx context.Context) (uint64, error) {
 	term := s.readyTerm.Load()
 	if !s.leaderReady() {
 		return 0, ErrNotLeader
@@ -110,7 +114,10 @@ func (s *Store) leaderRound(context.Context) (uint64, error) {
 	if !s.leaderReady() || s.readyTerm.Load() != term {
 		return 0, ErrNotLeader
 	}
-	return idx, nil
+	if err := s.fsm.applied.wait(ctx, idx); err != nil {
+		return 0, err
+	}
+	return s.fsm.lastWrite.Load(), nil
 }
 
 func appliedIn(tx *bolt.Tx) uint64 {

@@ -98,6 +98,7 @@ type Store struct {
 	readyMu   sync.Mutex
 
 	reads *IndexBatcher
+	nudge chan struct{}
 	// hadState: raft found a log or snapshot on open (a restart, not a
 	// brand-new node).
 	hadState bool
@@ -116,7 +117,8 @@ func Open(ctx context.Context, c Config) (*Store, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("raftstore: %w", err)
 	}
-	s := &Store{cfg: cfg, logger: cfg.Logger, readyCh: make(chan struct{}), done: make(chan struct{})}
+	s := &Store{cfg: cfg, logger: cfg.Logger, readyCh: make(chan struct{}), done: make(chan struct{}),
+		nudge: make(chan struct{}, 1)}
 	var err error
 	if s.fsm, err = openFSM(filepath.Join(cfg.Dir, "fsm.db"), cfg.Logger); err != nil {
 		return nil, err
@@ -179,8 +181,9 @@ func Open(ctx context.Context, c Config) (*Store, error) {
 	}
 	s.reads = NewIndexBatcher(s.leaderRound)
 	runCtx, cancel := context.WithCancel(context.Background())
-	s.wg.Add(3)
+	s.wg.Add(4)
 	go s.watchLeadership(notify)
+	go s.nudgeLoop()
 	go func() { defer s.wg.Done(); s.reads.Run(runCtx) }()
 	go func() { defer s.wg.Done(); <-s.done; cancel() }()
 	return s, nil
@@ -235,6 +238,34 @@ func (s *Store) watchLeadership(notify <-chan bool) {
 			if s.raft.State() == raft.Leader && s.raft.CurrentTerm() == term {
 				s.logger.Info("leader ready", "term", term, "applied", s.fsm.applied.get())
 				s.setReadyTerm(term)
+			}
+		}
+	}
+}
+
+// Nudge asks the leader to tell followers its commit index now rather than
+// at the next heartbeat (raft sends the commit index only with entries or
+// heartbeats): a follower waiting to apply a write it forwarded, or to reach
+// a read index, would otherwise wait up to a heartbeat interval. It appends
+// one no-op; nudges that arrive while one is in flight share it.
+func (s *Store) Nudge() {
+	select {
+	case s.nudge <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Store) nudgeLoop() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-s.nudge:
+		}
+		if s.leaderReady() {
+			if err := s.applyNoop(); err != nil {
+				s.logger.Debug("nudge failed", "err", err)
 			}
 		}
 	}
