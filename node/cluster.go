@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 )
 
@@ -33,7 +34,8 @@ func (p *peers) get(addr string) (*Client, error) {
 	if c, ok := p.clients[addr]; ok {
 		return c, nil
 	}
-	c, err := Dial(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	c, err := Dial(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: time.Second, Timeout: time.Second, PermitWithoutStream: true}))
 	if err != nil {
 		return nil, err
 	}
@@ -54,10 +56,15 @@ func (p *peers) close() {
 }
 
 // retryable reports whether an attempt failed without effect, so that it
-// can be sent again (to the same or a new leader).
+// can be sent again (to the same or a new leader). A write that may have
+// reached the leader is never retried here (see apply); reads and
+// membership calls are safe to resend.
 func retryable(err error) bool {
-	if errors.Is(err, raftstore.ErrNotLeader) || errors.Is(err, errNoLeader) {
+	if errors.Is(err, raftstore.ErrNotLeader) || errors.Is(err, errNoLeader) || errors.Is(err, errLeaderChanged) {
 		return true
+	}
+	if errors.Is(err, raftstore.ErrOutcomeUnknown) {
+		return false
 	}
 	switch status.Code(err) {
 	case codes.FailedPrecondition, codes.Unavailable:
@@ -88,6 +95,10 @@ func (n *Node) withLeader(ctx context.Context, fn func(ctx context.Context, loca
 	}
 }
 
+// errLeaderChanged: raft reports another leader than the one an attempt
+// was sent to; the attempt was abandoned.
+var errLeaderChanged = errors.New("leader changed during the request")
+
 func (n *Node) tryLeader(ctx context.Context, fn func(ctx context.Context, local bool, c *Client) error) error {
 	if n.store.IsLeader() {
 		return fn(ctx, true, nil)
@@ -108,7 +119,40 @@ func (n *Node) tryLeader(ctx context.Context, fn func(ctx context.Context, local
 	if err != nil {
 		return err
 	}
-	return fn(ctx, false, c)
+	// One attempt is bounded (a leader cut off mid-request never answers)
+	// and abandoned as soon as raft names another leader.
+	actx, cancel := context.WithTimeoutCause(ctx, n.cfg.ForwardTimeout, errors.New("forwarded request timed out"))
+	defer cancel()
+	changed := make(chan struct{})
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-actx.Done():
+				return
+			case <-t.C:
+				if _, id := n.store.Leader(); id != leaderID {
+					close(changed)
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	err = fn(actx, false, c)
+	select {
+	case <-changed:
+		if err != nil {
+			return fmt.Errorf("%w: %v", errLeaderChanged, err)
+		}
+	default:
+	}
+	return err
 }
 
 // apply commits c on the leader, wherever it is.
@@ -125,7 +169,14 @@ func (n *Node) apply(ctx context.Context, c *meta.Command) (*meta.Result, error)
 			return err
 		}
 		res, err = cl.apply(ctx, data)
-		if status.Code(err) == codes.Unknown || status.Code(err) == codes.DeadlineExceeded {
+		switch {
+		case err == nil:
+			return nil
+		case status.Code(err) == codes.FailedPrecondition:
+			return err // refused before the log: retry on the next leader
+		case errors.Is(err, errLeaderChanged), status.Code(err) == codes.Unknown,
+			status.Code(err) == codes.DeadlineExceeded, status.Code(err) == codes.Canceled:
+			// Sent, outcome not known: the client decides (commands are idempotent).
 			return fmt.Errorf("%w: %v", raftstore.ErrOutcomeUnknown, err)
 		}
 		return err
@@ -142,6 +193,9 @@ func (n *Node) readIndex(ctx context.Context) (uint64, error) {
 			idx, err = n.store.ReadIndex(ctx)
 		} else {
 			idx, err = cl.readIndex(ctx, n.store.AppliedIndex())
+			if status.Code(err) == codes.DeadlineExceeded && ctx.Err() == nil {
+				err = errNoLeader // this attempt timed out; a read may be asked again
+			}
 		}
 		return err
 	})

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 )
 
 // Config is everything one node needs. cmd/flotilla fills it from flags,
@@ -49,6 +50,8 @@ type Config struct {
 	// LeaderHoldTimeout is how long a forwarded write or read-index request
 	// waits, retrying, while there is no leader.
 	LeaderHoldTimeout time.Duration
+	// ForwardTimeout bounds one attempt to reach the leader (default 3s).
+	ForwardTimeout time.Duration
 	// UploadExpiry: upload sessions idle this long are closed and their
 	// staged bytes deleted (default 24h), checked every JanitorInterval.
 	UploadExpiry    time.Duration
@@ -91,6 +94,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) {
 	}
 	if cfg.LeaderHoldTimeout == 0 {
 		cfg.LeaderHoldTimeout = 10 * time.Second
+	}
+	if cfg.ForwardTimeout == 0 {
+		cfg.ForwardTimeout = 3 * time.Second
 	}
 	if cfg.MaxStaleness == 0 {
 		cfg.MaxStaleness = 5 * time.Second
@@ -154,7 +160,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) {
 		return nil, fmt.Errorf("grpc listen %s: %w", cfg.GRPCAddr, err)
 	}
 	n.grpcSrv = grpc.NewServer(grpc.ForceServerCodecV2(jsonCodec{}),
-		grpc.MaxRecvMsgSize(maxMessageSize), grpc.MaxSendMsgSize(maxMessageSize))
+		grpc.MaxRecvMsgSize(maxMessageSize), grpc.MaxSendMsgSize(maxMessageSize),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 500 * time.Millisecond, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Second, Timeout: time.Second}))
 	n.grpcSrv.RegisterService(&serviceDesc, n)
 	n.httpSrv = &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
@@ -267,6 +275,12 @@ func (n *Node) watchMembership(ctx context.Context) {
 // Ready implements api.Node: the node knows a leader and has applied all
 // it committed before the call.
 func (n *Node) Ready(ctx context.Context) error {
+	if !n.store.Healthy() {
+		return errors.New("the state machine cannot write (disk full?)")
+	}
+	if n.removed.Load() {
+		return errors.New("removed from the cluster")
+	}
 	return n.registry.Fence(ctx, api.ReadOptions{})
 }
 

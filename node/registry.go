@@ -27,8 +27,13 @@ func (r *registry) Apply(ctx context.Context, c *meta.Command) (*meta.Result, er
 	if err != nil {
 		return nil, mapStoreErr(err)
 	}
-	if err := r.WaitApplied(ctx, res.Index); err != nil {
-		return nil, fmt.Errorf("%w: waiting for index %d: %v", api.ErrOutcomeUnknown, res.Index, err)
+	// Committed; wait (bounded) until this node applied it, so the client
+	// reads it here. A node that cannot apply (full disk, cut off) answers
+	// 503 rather than holding the request.
+	wctx, cancel := context.WithTimeout(ctx, r.node.cfg.LeaderHoldTimeout)
+	defer cancel()
+	if err := r.WaitApplied(wctx, res.Index); err != nil {
+		return nil, fmt.Errorf("%w: committed at index %d, not yet applied on this node: %v", api.ErrOutcomeUnknown, res.Index, err)
 	}
 	return res, nil
 }
@@ -72,7 +77,9 @@ func (r *registry) Fence(ctx context.Context, opts api.ReadOptions) error {
 	if opts.MinIndex > idx {
 		return fmt.Errorf("%w: asked for %d, the cluster has committed %d", api.ErrIndexAhead, opts.MinIndex, idx)
 	}
-	if err := r.WaitApplied(ctx, idx); err != nil {
+	wctx, cancel := context.WithTimeout(ctx, r.node.cfg.LeaderHoldTimeout)
+	defer cancel()
+	if err := r.WaitApplied(wctx, idx); err != nil {
 		return fmt.Errorf("%w: waiting for index %d: %v", api.ErrUnavailable, idx, err)
 	}
 	return nil

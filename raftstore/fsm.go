@@ -40,6 +40,11 @@ type fsm struct {
 	lastWrite atomic.Uint64
 	// stop is closed when the store shuts down (ends write retries).
 	stop chan struct{}
+	// failing is set while a state machine write keeps failing;
+	// onWriteFailure is called on each failure (the store hands leadership
+	// away: a leader that cannot apply would stall the whole cluster).
+	failing        atomic.Bool
+	onWriteFailure func()
 }
 
 func openFSM(path string, logger *slog.Logger) (*fsm, error) {
@@ -125,10 +130,17 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			if lastWrite > 0 {
 				f.lastWrite.Store(lastWrite)
 			}
+			if f.failing.Swap(false) {
+				f.logger.Info("state machine writes succeed again", "index", last)
+			}
 			f.applied.set(last)
 			return out
 		}
+		f.failing.Store(true)
 		f.logger.Error("state machine write failed; retrying", "first_index", logs[0].Index, "entries", len(logs), "err", err)
+		if f.onWriteFailure != nil {
+			f.onWriteFailure()
+		}
 		select {
 		case <-f.stop:
 			for i := range out {

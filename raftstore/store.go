@@ -97,8 +97,10 @@ type Store struct {
 	readyCh   chan struct{} // closed and replaced when readyTerm changes
 	readyMu   sync.Mutex
 
-	reads *IndexBatcher
-	nudge chan struct{}
+	reads        *IndexBatcher
+	nudge        chan struct{}
+	transferring atomic.Bool
+	started      atomic.Bool // s.raft is set
 	// hadState: raft found a log or snapshot on open (a restart, not a
 	// brand-new node).
 	hadState bool
@@ -133,6 +135,7 @@ func Open(ctx context.Context, c Config) (*Store, error) {
 		s.closeStores()
 		return nil, fmt.Errorf("raftstore: snapshot store: %w", err)
 	}
+	s.fsm.onWriteFailure = s.stepDownIfLeader
 	if err := s.catchUpFromSnapshot(); err != nil {
 		s.closeStores()
 		return nil, err
@@ -171,6 +174,7 @@ func Open(ctx context.Context, c Config) (*Store, error) {
 		s.closeStores()
 		return nil, fmt.Errorf("raftstore: %w", err)
 	}
+	s.started.Store(true)
 	if !existing && cfg.Bootstrap {
 		f := s.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
 			Suffrage: raft.Voter, ID: rc.LocalID, Address: raft.ServerAddress(cfg.AdvertiseAddr)}}})
@@ -241,6 +245,26 @@ func (s *Store) watchLeadership(notify <-chan bool) {
 			}
 		}
 	}
+}
+
+// Healthy reports whether the state machine is applying (false while its
+// writes fail, e.g. on a full disk).
+func (s *Store) Healthy() bool { return !s.fsm.failing.Load() }
+
+// stepDownIfLeader hands leadership to another voter when this node cannot
+// write its state machine: a leader that cannot apply stops the cluster.
+// At most one transfer runs at a time.
+func (s *Store) stepDownIfLeader() {
+	if !s.started.Load() || s.raft.State() != raft.Leader || !s.transferring.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer s.transferring.Store(false)
+		s.logger.Warn("state machine cannot write: handing leadership away")
+		if err := s.raft.LeadershipTransfer().Error(); err != nil {
+			s.logger.Warn("leadership transfer failed", "err", err)
+		}
+	}()
 }
 
 // Nudge asks the leader to tell followers its commit index now rather than

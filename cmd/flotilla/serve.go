@@ -77,6 +77,7 @@ func newServeCommand() *cobra.Command {
 	f.DurationVar(&c.UploadExpiry, "upload-expiry", 24*time.Hour, "close upload sessions idle this long and delete their staged bytes")
 	f.DurationVar(&c.JanitorInterval, "janitor-interval", time.Minute, "how often the leader looks for idle uploads")
 	f.DurationVar(&c.LeaderHoldTimeout, "leader-hold-timeout", 10*time.Second, "how long a request waits for a leader before 503")
+	f.DurationVar(&c.ForwardTimeout, "forward-timeout", 3*time.Second, "how long one attempt to reach the leader may take")
 	f.StringVar(&o.debugAddr, "debug-addr", "", "serve Go's pprof profiles on this address (off when empty; keep it private)")
 	f.StringVar(&c.RaftLogLevel, "raft-log-level", "warn", "log level of the raft library")
 	f.Uint64Var(&c.Raft.SnapshotThreshold, "snapshot-threshold", 8192, "log entries between automatic snapshots")
