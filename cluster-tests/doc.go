@@ -17,4 +17,10 @@
 //	                              accepts sparse manifests); OCI_* variables in the
 //	                              environment override the suite settings
 //	FLOTILLA_TEST_ARTIFACTS=dir   copy process logs and conformance reports there
+//	FLOTILLA_FAULT_SEED=N         replay the fault schedule of a TestFault* run (each
+//	                              run prints its seed)
+//
+// The fault tests (TestFault*) need root, iproute2 and iptables (network
+// namespaces, tmpfs mounts); TestDeployCompose needs a Docker engine and
+// skips, saying so, when none answers.
 package clustertests

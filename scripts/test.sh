@@ -37,11 +37,27 @@ for entry in "${GO_TOOLS[@]}"; do
 	if [ -x "$TOOLS_BIN/$name" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$pkg" ]; then
 		continue
 	fi
+	[ "$name" = minio ] && echo "$pkg" >"$TOOLS_BIN/.minio.static"
 	echo "==> installing $name ($pkg)"
 	# Outside the repository, so that the module's own go.mod plays no part.
-	(cd "$TOOLS_DIR" && GOBIN="$TOOLS_BIN" GOFLAGS=-buildvcs=false go install "$pkg")
+	# Static (CGO_ENABLED=0): the deployment test puts these binaries into
+	# images FROM scratch.
+	(cd "$TOOLS_DIR" && CGO_ENABLED=0 GOBIN="$TOOLS_BIN" GOFLAGS=-buildvcs=false go install -trimpath "$pkg")
 	echo "$pkg" >"$stamp"
 done
+
+# The deployment test takes its static MinIO from static/ (one build serves both).
+minio_pkg=$(printf '%s\n' "${GO_TOOLS[@]}" | sed -n 's/^minio //p')
+if [ "$(cat "$TOOLS_DIR/static/.minio.version" 2>/dev/null)" != "$minio_pkg" ]; then
+	mkdir -p "$TOOLS_DIR/static"
+	if [ "$(cat "$TOOLS_BIN/.minio.static" 2>/dev/null)" != "$minio_pkg" ]; then
+		echo "==> building a static minio for the deployment test"
+		(cd "$TOOLS_DIR" && CGO_ENABLED=0 GOBIN="$TOOLS_DIR/static" GOFLAGS=-buildvcs=false go install -trimpath "$minio_pkg")
+	else
+		cp "$TOOLS_BIN/minio" "$TOOLS_DIR/static/minio"
+	fi
+	printf '%s' "$minio_pkg" >"$TOOLS_DIR/static/.minio.version"
+fi
 
 if ! command -v skopeo >/dev/null 2>&1; then
 	echo "==> installing skopeo (apt)"
