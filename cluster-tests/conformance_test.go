@@ -79,6 +79,7 @@ type conformanceCase struct {
 	external string   // URL of an already running registry
 	repo     string   // repository prefix
 	args     []string // unused when external
+	s3       bool     // blobs in a real MinIO (--blob-store s3)
 }
 
 func TestConformance(t *testing.T) {
@@ -86,6 +87,8 @@ func TestConformance(t *testing.T) {
 	cases := []conformanceCase{
 		{name: "default", repo: "conformance"},
 		{name: "sparse", sparse: true, repo: "conformance-sparse"},
+		{name: "s3-default", s3: true, repo: "conformance"},
+		{name: "s3-sparse", s3: true, sparse: true, repo: "conformance-sparse"},
 	}
 	if u := os.Getenv("FLOTILLA_CONFORMANCE_URL"); u != "" {
 		cases = []conformanceCase{{
@@ -106,7 +109,12 @@ func TestConformance(t *testing.T) {
 				}
 				host, tlsDisabled = u.Host, u.Scheme != "https"
 			} else {
-				host = startRegistry(t, registryOptions{allowSparse: tc.sparse}).Host()
+				o := registryOptions{allowSparse: tc.sparse}
+				if tc.s3 {
+					o.s3, o.s3Bucket = startMinIO(t), "conformance"
+					o.s3.makeBucket(t, o.s3Bucket)
+				}
+				host = startRegistry(t, o).Host()
 			}
 			runConformance(t, suite, host, tlsDisabled, tc)
 		})

@@ -77,11 +77,18 @@ func retryable(err error) bool {
 // otherwise through the leader's gRPC client. While there is no leader, or
 // leadership moves, it retries with jitter until the hold timeout.
 func (n *Node) withLeader(ctx context.Context, fn func(ctx context.Context, local bool, c *Client) error) error {
+	return n.withLeaderBounded(ctx, n.cfg.ForwardTimeout, fn)
+}
+
+// withLeaderBounded is withLeader with a bound on each attempt (0: none
+// beyond ctx; keepalive and the leader-change watch still end an attempt
+// whose leader is gone).
+func (n *Node) withLeaderBounded(ctx context.Context, attempt time.Duration, fn func(ctx context.Context, local bool, c *Client) error) error {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.LeaderHoldTimeout)
 	defer cancel()
 	backoff := 10 * time.Millisecond
 	for {
-		err := n.tryLeader(ctx, fn)
+		err := n.tryLeader(ctx, attempt, fn)
 		if err == nil || !retryable(err) {
 			return err
 		}
@@ -99,7 +106,7 @@ func (n *Node) withLeader(ctx context.Context, fn func(ctx context.Context, loca
 // was sent to; the attempt was abandoned.
 var errLeaderChanged = errors.New("leader changed during the request")
 
-func (n *Node) tryLeader(ctx context.Context, fn func(ctx context.Context, local bool, c *Client) error) error {
+func (n *Node) tryLeader(ctx context.Context, attempt time.Duration, fn func(ctx context.Context, local bool, c *Client) error) error {
 	if n.store.IsLeader() {
 		return fn(ctx, true, nil)
 	}
@@ -121,7 +128,10 @@ func (n *Node) tryLeader(ctx context.Context, fn func(ctx context.Context, local
 	}
 	// One attempt is bounded (a leader cut off mid-request never answers)
 	// and abandoned as soon as raft names another leader.
-	actx, cancel := context.WithTimeoutCause(ctx, n.cfg.ForwardTimeout, errors.New("forwarded request timed out"))
+	actx, cancel := context.WithCancel(ctx)
+	if attempt > 0 {
+		actx, cancel = context.WithTimeoutCause(ctx, attempt, errors.New("forwarded request timed out"))
+	}
 	defer cancel()
 	changed := make(chan struct{})
 	stop := make(chan struct{})
@@ -158,7 +168,10 @@ func (n *Node) tryLeader(ctx context.Context, fn func(ctx context.Context, local
 // apply commits c on the leader, wherever it is.
 func (n *Node) apply(ctx context.Context, c *meta.Command) (*meta.Result, error) {
 	var res *meta.Result
-	err := n.withLeader(ctx, func(ctx context.Context, local bool, cl *Client) error {
+	// A write is not cut short by a timer (a large manifest may take a while
+	// to commit); a leader that is gone ends it through keepalive or the
+	// leader-change watch, and the hold timeout bounds it all.
+	err := n.withLeaderBounded(ctx, 0, func(ctx context.Context, local bool, cl *Client) error {
 		var err error
 		if local {
 			res, err = n.store.Apply(ctx, c)
