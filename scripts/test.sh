@@ -81,5 +81,7 @@ done
 echo "==> go vet ./..."
 go vet ./...
 
-echo "==> go test -race -count=1 -timeout 40m ./..."
-go test -race -count=1 -timeout 40m "$@" ./...
+echo "==> go test -race -count=1 -p 1 -timeout 40m ./..."
+# One package at a time: the process and fault tests measure timing-sensitive
+# behaviour (elections, catch-up) and should not share 2 cores with the rest.
+go test -race -count=1 -p 1 -timeout 40m "$@" ./...
