@@ -1,6 +1,7 @@
 package meta
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 )
@@ -99,16 +100,31 @@ type Command struct {
 	Member *Member `json:"member,omitempty"`
 }
 
-// Encode returns the log form: the type byte, then JSON.
+// Encode returns the log form: the type byte, uvarint(len(JSON)), the
+// command as JSON without the manifest's bytes, then those bytes raw (so a
+// 4 MiB manifest is neither base64-encoded nor scanned as JSON on every
+// node that applies it).
 func (c *Command) Encode() ([]byte, error) {
-	body, err := json.Marshal(c)
+	body := *c
+	var raw []byte
+	if c.Manifest != nil {
+		m := *c.Manifest
+		raw, m.Raw = m.Raw, nil
+		body.Manifest = &m
+	}
+	js, err := json.Marshal(&body)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", c.Type, err)
 	}
-	return append([]byte{byte(c.Type)}, body...), nil
+	out := make([]byte, 0, 1+binary.MaxVarintLen64+len(js)+len(raw))
+	out = append(out, byte(c.Type))
+	out = binary.AppendUvarint(out, uint64(len(js)))
+	out = append(out, js...)
+	return append(out, raw...), nil
 }
 
-// DecodeCommand parses the log form. Unknown types are an error.
+// DecodeCommand parses the log form. Unknown types are an error. The
+// manifest bytes of the result alias b.
 func DecodeCommand(b []byte) (*Command, error) {
 	if len(b) < 1 {
 		return nil, ErrInvalidCommand.WithDetail("empty command")
@@ -117,11 +133,22 @@ func DecodeCommand(b []byte) (*Command, error) {
 	if t < CmdPutManifest || t > maxCommandType {
 		return nil, ErrInvalidCommand.WithDetail(fmt.Sprintf("unknown command type %d", b[0]))
 	}
+	n, k := binary.Uvarint(b[1:])
+	if k <= 0 || n > uint64(len(b)-1-k) {
+		return nil, ErrInvalidCommand.WithDetail("bad length")
+	}
+	js, raw := b[1+k:1+k+int(n)], b[1+k+int(n):]
 	c := &Command{}
-	if err := json.Unmarshal(b[1:], c); err != nil {
+	if err := json.Unmarshal(js, c); err != nil {
 		return nil, ErrInvalidCommand.WithDetail(err.Error())
 	}
 	c.Type = t
+	if len(raw) > 0 {
+		if c.Manifest == nil {
+			return nil, ErrInvalidCommand.WithDetail("trailing bytes without a manifest")
+		}
+		c.Manifest.Raw = raw
+	}
 	return c, nil
 }
 
