@@ -129,10 +129,12 @@ func (n *Node) tryLeader(ctx context.Context, attempt time.Duration, fn func(ctx
 	// One attempt is bounded (a leader cut off mid-request never answers)
 	// and abandoned as soon as raft names another leader.
 	actx, cancel := context.WithCancel(ctx)
-	if attempt > 0 {
-		actx, cancel = context.WithTimeoutCause(ctx, attempt, errors.New("forwarded request timed out"))
-	}
 	defer cancel()
+	if attempt > 0 {
+		var stopTimer context.CancelFunc
+		actx, stopTimer = context.WithTimeoutCause(actx, attempt, errors.New("forwarded request timed out"))
+		defer stopTimer()
+	}
 	changed := make(chan struct{})
 	stop := make(chan struct{})
 	defer close(stop)
