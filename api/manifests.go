@@ -234,14 +234,16 @@ func (s *Server) resolveManifest(r *http.Request, repo, ref string) (*meta.Manif
 	if !meta.ValidTag(ref) {
 		return nil, apiErr(ErrCodeTagInvalid, ref)
 	}
-	if err := s.fence(r); err != nil {
-		return nil, err
-	}
-	dgst, err := s.reg.Tag(repo, ref)
-	if err != nil {
-		return nil, err
-	}
-	return s.reg.Manifest(repo, dgst)
+	var m *meta.Manifest
+	err := s.read(r, func() error {
+		dgst, err := s.reg.Tag(repo, ref)
+		if err != nil {
+			return err
+		}
+		m, err = s.reg.Manifest(repo, dgst)
+		return err
+	})
+	return m, err
 }
 
 func (s *Server) getManifest(w http.ResponseWriter, r *http.Request, repo, ref string) error {
@@ -301,21 +303,22 @@ func (s *Server) listTags(w http.ResponseWriter, r *http.Request, repo, _ string
 	if perr != nil {
 		return perr
 	}
-	if err := s.fence(r); err != nil {
-		return err
-	}
 	var tags []string
 	more := false
-	if n == 0 {
-		if !s.reg.RepoExists(repo) {
-			return meta.ErrNameUnknown.WithDetail(repo)
+	err := s.read(r, func() error {
+		if n == 0 {
+			if !s.reg.RepoExists(repo) {
+				return meta.ErrNameUnknown.WithDetail(repo)
+			}
+			tags = []string{}
+			return nil
 		}
-		tags = []string{}
-	} else {
 		var err error
-		if tags, more, err = s.reg.Tags(repo, last, max(n, 0)); err != nil {
-			return err
-		}
+		tags, more, err = s.reg.Tags(repo, last, max(n, 0))
+		return err
+	})
+	if err != nil {
+		return err
 	}
 	if more && len(tags) > 0 {
 		w.Header().Set("Link", fmt.Sprintf(`</v2/%s/tags/list?n=%d&last=%s>; rel="next"`, repo, n, tags[len(tags)-1]))
@@ -332,16 +335,18 @@ func (s *Server) catalog(w http.ResponseWriter, r *http.Request, _, _ string) er
 	if perr != nil {
 		return perr
 	}
-	if err := s.fence(r); err != nil {
-		return err
-	}
 	repos := []string{}
 	more := false
-	if n != 0 {
-		var err error
-		if repos, more, err = s.reg.Repositories(last, max(n, 0)); err != nil {
-			return err
+	err := s.read(r, func() error {
+		if n == 0 {
+			return nil
 		}
+		var err error
+		repos, more, err = s.reg.Repositories(last, max(n, 0))
+		return err
+	})
+	if err != nil {
+		return err
 	}
 	if more && len(repos) > 0 {
 		w.Header().Set("Link", fmt.Sprintf(`</v2/_catalog?n=%d&last=%s>; rel="next"`, n, repos[len(repos)-1]))
@@ -357,10 +362,12 @@ func (s *Server) referrers(w http.ResponseWriter, r *http.Request, repo, ref str
 	if err != nil {
 		return apiErr(ErrCodeDigestInvalid, ref)
 	}
-	if err := s.fence(r); err != nil {
+	var all []meta.Descriptor
+	err = s.read(r, func() error {
+		var err error
+		all, err = s.reg.Referrers(repo, d.String())
 		return err
-	}
-	all, err := s.reg.Referrers(repo, d.String())
+	})
 	if err != nil {
 		return err
 	}

@@ -39,9 +39,11 @@ type Registry interface {
 	Upload(id string) (*meta.Upload, error)
 	RepoExists(repo string) bool
 
-	// Fence waits until local reads reflect every write acknowledged before
-	// it was called (or only opts.MinIndex when opts.Stale).
-	Fence(ctx context.Context, opts ReadOptions) error
+	// Read runs read, which calls the lookups above, so that what it sees
+	// reflects every write acknowledged before Read was called (or only
+	// opts.MinIndex when opts.Stale), and so that no later read anywhere
+	// sees older state. read may run more than once; its last run counts.
+	Read(ctx context.Context, opts ReadOptions, read func() error) error
 	// Apply commits a command on the leader and returns once this node has
 	// applied it, so this node's reads see it.
 	Apply(ctx context.Context, c *meta.Command) (*meta.Result, error)
@@ -73,12 +75,16 @@ type Node interface {
 
 // ClusterStatus is the JSON of GET /cluster/status.
 type ClusterStatus struct {
-	NodeID       string   `json:"node_id"`
-	State        string   `json:"state"`
-	LeaderID     string   `json:"leader_id"`
-	AppliedIndex uint64   `json:"applied_index"`
-	CommitIndex  uint64   `json:"commit_index"`
-	Members      []Member `json:"members"`
+	NodeID       string `json:"node_id"`
+	State        string `json:"state"`
+	LeaderID     string `json:"leader_id"`
+	AppliedIndex uint64 `json:"applied_index"`
+	CommitIndex  uint64 `json:"commit_index"`
+	// StableIndex: every read-lease holder has applied it.
+	StableIndex uint64 `json:"stable_index"`
+	// ReadLease: this node answers linearizable reads locally now.
+	ReadLease bool     `json:"read_lease"`
+	Members   []Member `json:"members"`
 }
 
 // StateHash is the JSON of GET /cluster/state-hash: nodes at the same
@@ -350,9 +356,9 @@ func (s *Server) readOptions(r *http.Request) ReadOptions {
 	return opts
 }
 
-// fence makes local state fresh enough for a mutable read.
-func (s *Server) fence(r *http.Request) error {
-	return s.reg.Fence(r.Context(), s.readOptions(r))
+// read runs lookups with the freshness the request asks for.
+func (s *Server) read(r *http.Request, lookups func() error) error {
+	return s.reg.Read(r.Context(), s.readOptions(r), lookups)
 }
 
 // apply commits c and records its index on the response.
@@ -374,23 +380,21 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request, c *meta.Command) 
 // A stale read answers from local state when the object is there, and
 // fences only when it is missing (this node may lag behind its push).
 func byDigest[T any](s *Server, r *http.Request, lookup func() (T, error)) (T, error) {
-	if !s.readOptions(r).Stale {
-		if err := s.fence(r); err != nil {
-			var zero T
-			return zero, err
-		}
-		return lookup()
-	}
-	v, err := lookup()
-	if err == nil || !isNotFound(err) {
-		return v, err
+	var v T
+	run := func() error {
+		var err error
+		v, err = lookup()
+		return err
 	}
 	opts := s.readOptions(r)
-	opts.Stale = false
-	if ferr := s.reg.Fence(r.Context(), opts); ferr != nil {
-		return v, ferr
+	if opts.Stale {
+		if err := run(); err == nil || !isNotFound(err) {
+			return v, err
+		}
+		opts.Stale = false
 	}
-	return lookup()
+	err := s.reg.Read(r.Context(), opts, run)
+	return v, err
 }
 
 func isNotFound(err error) bool {

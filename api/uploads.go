@@ -137,10 +137,12 @@ func (s *Server) session(r *http.Request, repo, id string) (*meta.Upload, error)
 	}
 	opts := s.readOptions(r)
 	opts.Stale = false
-	if err := s.reg.Fence(r.Context(), opts); err != nil {
-		return nil, err
-	}
-	u, err := s.reg.Upload(id)
+	var u *meta.Upload
+	err := s.reg.Read(r.Context(), opts, func() error {
+		var err error
+		u, err = s.reg.Upload(id)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}

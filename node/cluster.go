@@ -106,23 +106,33 @@ func (n *Node) withLeaderBounded(ctx context.Context, attempt time.Duration, fn 
 // was sent to; the attempt was abandoned.
 var errLeaderChanged = errors.New("leader changed during the request")
 
+// leaderClient returns the leader's id and a gRPC client for it, or
+// errNoLeader while no other node is known to lead.
+func (n *Node) leaderClient() (string, *Client, error) {
+	_, leaderID := n.store.Leader()
+	if leaderID == "" || leaderID == n.cfg.NodeID {
+		return "", nil, errNoLeader
+	}
+	members, err := n.store.Members()
+	if err != nil {
+		return "", nil, err
+	}
+	m, ok := members[leaderID]
+	if !ok || m.GRPCAddr == "" {
+		return "", nil, errNoLeader
+	}
+	c, err := n.peers.get(m.GRPCAddr)
+	if err != nil {
+		return "", nil, err
+	}
+	return leaderID, c, nil
+}
+
 func (n *Node) tryLeader(ctx context.Context, attempt time.Duration, fn func(ctx context.Context, local bool, c *Client) error) error {
 	if n.store.IsLeader() {
 		return fn(ctx, true, nil)
 	}
-	_, leaderID := n.store.Leader()
-	if leaderID == "" || leaderID == n.cfg.NodeID {
-		return errNoLeader
-	}
-	members, err := n.store.Members()
-	if err != nil {
-		return err
-	}
-	m, ok := members[leaderID]
-	if !ok || m.GRPCAddr == "" {
-		return errNoLeader
-	}
-	c, err := n.peers.get(m.GRPCAddr)
+	leaderID, c, err := n.leaderClient()
 	if err != nil {
 		return err
 	}
@@ -207,7 +217,12 @@ func (n *Node) readIndex(ctx context.Context) (uint64, error) {
 		if local {
 			idx, err = n.store.ReadIndex(ctx)
 		} else {
-			idx, err = cl.readIndex(ctx, n.store.AppliedIndex())
+			var resp *readIndexResponse
+			resp, err = cl.readIndex(ctx, n.store.AppliedIndex())
+			if err == nil {
+				idx = resp.Index
+				n.store.NoteStable(resp.Stable)
+			}
 			if status.Code(err) == codes.DeadlineExceeded && ctx.Err() == nil {
 				err = errNoLeader // this attempt timed out; a read may be asked again
 			}
@@ -258,7 +273,7 @@ func (n *Node) rpcReadIndex(ctx context.Context, req *readIndexRequest) (*readIn
 	if req.Applied < idx {
 		n.store.Nudge() // the asking follower has yet to learn of idx
 	}
-	return &readIndexResponse{Index: idx}, nil
+	return &readIndexResponse{Index: idx, Stable: n.store.StableIndex()}, nil
 }
 
 func (n *Node) rpcJoin(ctx context.Context, req *joinRequest) (*empty, error) {

@@ -138,11 +138,11 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n.registry = &registry{Store: n.store, node: n}
 	n.reads = raftstore.NewIndexBatcher(n.readIndex)
 
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	n.registry = newRegistry(n, promReg)
 	handler := api.New(api.Config{
 		AllowSparse: cfg.AllowSparse, BlobRedirect: cfg.BlobRedirect, BlobRedirectTTL: cfg.BlobRedirectTTL,
 		StaleReads: cfg.StaleReads,
@@ -202,6 +202,7 @@ func (n *Node) Run(ctx context.Context) error {
 	run(n.registerLoop)
 	run(n.watchMembership)
 	run(n.expireUploads)
+	run(n.leaseLoop)
 	if len(n.cfg.Join) > 0 && !n.store.HadState() {
 		run(n.joinLoop)
 	}
@@ -281,13 +282,15 @@ func (n *Node) Ready(ctx context.Context) error {
 	if n.removed.Load() {
 		return errors.New("removed from the cluster")
 	}
-	return n.registry.Fence(ctx, api.ReadOptions{})
+	return n.registry.Read(ctx, api.ReadOptions{}, func() error { return nil })
 }
 
 // Backup implements api.Node: a read-your-writes consistent copy of the
 // state machine.
 func (n *Node) Backup(ctx context.Context, w io.Writer) (uint64, error) {
-	if err := n.registry.Fence(ctx, api.ReadOptions{}); err != nil {
+	// Committed state is what a backup needs; it does not wait for the
+	// stable index (see registry.Read), as it answers no client read.
+	if err := n.registry.fence(ctx, 0); err != nil {
 		return 0, err
 	}
 	return n.store.Backup(w)
@@ -308,7 +311,9 @@ func (n *Node) Status(ctx context.Context) (*api.ClusterStatus, error) {
 	st := &api.ClusterStatus{
 		NodeID: n.cfg.NodeID, State: n.store.State(), LeaderID: leaderID,
 		AppliedIndex: n.store.AppliedIndex(), CommitIndex: n.store.CommitIndex(), Members: []api.Member{},
+		StableIndex: n.store.StableIndex(),
 	}
+	_, st.ReadLease = n.store.LocalReadLease()
 	servers, err := n.store.Servers()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", api.ErrUnavailable, err)

@@ -66,6 +66,14 @@ type (
 	}
 	readIndexResponse struct {
 		Index uint64 `json:"index"`
+		// Stable is the leader's stable index (raftstore, lease.go).
+		Stable uint64 `json:"stable"`
+	}
+	// leaseMessage is what a follower sends on its lease stream.
+	leaseMessage struct {
+		ID      string `json:"id"`
+		Seq     uint64 `json:"seq"`
+		Applied uint64 `json:"applied"`
 	}
 	joinRequest struct {
 		Member meta.Member `json:"member"`
@@ -93,6 +101,7 @@ type rpcServer interface {
 	rpcRemove(ctx context.Context, req *removeRequest) (*empty, error)
 	rpcTransfer(ctx context.Context, req *transferRequest) (*empty, error)
 	rpcStatus(ctx context.Context) (*api.ClusterStatus, error)
+	rpcLease(stream grpc.ServerStream) error
 }
 
 func unary[Req any, Resp any](name string, call func(rpcServer, context.Context, *Req) (*Resp, error)) grpc.MethodDesc {
@@ -130,6 +139,19 @@ var serviceDesc = grpc.ServiceDesc{
 		unary("Status", func(s rpcServer, ctx context.Context, _ *statusRequest) (*api.ClusterStatus, error) {
 			return s.rpcStatus(ctx)
 		}),
+	},
+	Streams: []grpc.StreamDesc{leaseStream},
+}
+
+// leaseStream: a follower's read lease. The follower sends a leaseMessage
+// whenever its applied index moves and at least every quarter lease; the
+// leader answers with raftstore.LeaseGrant whenever there is news.
+var leaseStream = grpc.StreamDesc{
+	StreamName:    "Lease",
+	ServerStreams: true,
+	ClientStreams: true,
+	Handler: func(srv any, stream grpc.ServerStream) error {
+		return srv.(rpcServer).rpcLease(stream)
 	},
 }
 
@@ -183,8 +205,12 @@ func (c *Client) apply(ctx context.Context, cmd []byte) (*meta.Result, error) {
 	return &resp.Result, nil
 }
 
-func (c *Client) readIndex(ctx context.Context, applied uint64) (uint64, error) {
+func (c *Client) readIndex(ctx context.Context, applied uint64) (*readIndexResponse, error) {
 	var resp readIndexResponse
 	err := c.call(ctx, "ReadIndex", &readIndexRequest{Applied: applied}, &resp)
-	return resp.Index, err
+	return &resp, err
+}
+
+func (c *Client) lease(ctx context.Context) (grpc.ClientStream, error) {
+	return c.conn.NewStream(ctx, &leaseStream, "/"+rpcService+"/Lease")
 }

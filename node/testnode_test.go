@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,6 +32,8 @@ type testNode struct {
 	t      *testing.T
 	url    string
 	client *http.Client
+	// stop shuts the node down (gracefully) and waits for it.
+	stop func()
 }
 
 func freeAddr(t *testing.T) string {
@@ -74,18 +77,22 @@ func startNode(t *testing.T, mutate func(*node.Config)) *testNode {
 	}
 	done := make(chan error, 1)
 	go func() { done <- n.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("node.Run: %v", err)
+	var stopOnce sync.Once
+	stop := func() {
+		stopOnce.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("node.Run: %v", err)
+				}
+			case <-time.After(nodeStartTimeout):
+				t.Error("node did not stop")
 			}
-		case <-time.After(nodeStartTimeout):
-			t.Error("node did not stop")
-		}
-	})
-	tn := &testNode{t: t, url: "http://" + n.HTTPAddr(), client: &http.Client{
+		})
+	}
+	t.Cleanup(stop)
+	tn := &testNode{t: t, url: "http://" + n.HTTPAddr(), stop: stop, client: &http.Client{
 		Timeout: requestTimeout,
 		// Redirects are answers to check, not to follow.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -104,6 +111,7 @@ func startNode(t *testing.T, mutate func(*node.Config)) *testNode {
 		}
 		select {
 		case err := <-done:
+			done <- err // for stop
 			t.Fatalf("node stopped while starting: %v", err)
 		case <-time.After(20 * time.Millisecond):
 		}

@@ -38,6 +38,13 @@ type fsm struct {
 	// after open or restore. Read indexes point here, so the no-ops the
 	// leader appends to spread its commit index never make readers wait.
 	lastWrite atomic.Uint64
+	// visible is at least the index of the last state-changing entry in
+	// any committed transaction: it is raised before the transaction
+	// commits, so a reader that loads it after reading has a bound on the
+	// state it saw (read leases wait until it is stable).
+	visible atomic.Uint64
+	// onApplied, if set, is called after the applied index moves.
+	onApplied func()
 	// stop is closed when the store shuts down (ends write retries).
 	stop chan struct{}
 	// failing is set while a state machine write keeps failing;
@@ -55,6 +62,7 @@ func openFSM(path string, logger *slog.Logger) (*fsm, error) {
 	f := &fsm{path: path, logger: logger, db: db, applied: newIndexWaiter(), stop: make(chan struct{})}
 	f.applied.set(f.storedIndex())
 	f.lastWrite.Store(f.storedIndex())
+	f.visible.Store(f.storedIndex())
 	return f, nil
 }
 
@@ -134,6 +142,9 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 				f.logger.Info("state machine writes succeed again", "index", last)
 			}
 			f.applied.set(last)
+			if f.onApplied != nil {
+				f.onApplied()
+			}
 			return out
 		}
 		f.failing.Store(true)
@@ -188,6 +199,9 @@ func (f *fsm) applyBatchOnce(logs []*raft.Log, out []any) (uint64, uint64, error
 		if last <= stored {
 			return nil
 		}
+		if lastWrite > f.visible.Load() {
+			f.visible.Store(lastWrite) // before the commit makes it readable
+		}
 		return tx.Bucket(bucketMeta).Put(keyApplied, u64(int64(last)))
 	})
 	return last, lastWrite, err
@@ -241,7 +255,13 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		return nil
 	})
 	f.lastWrite.Store(idx)
+	if idx > f.visible.Load() {
+		f.visible.Store(idx)
+	}
 	f.applied.reset(idx)
+	if f.onApplied != nil {
+		f.onApplied()
+	}
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -102,7 +103,12 @@ func (s *Store) leaderRound(ctx context.Context) (uint64, error) {
 	if !s.leaderReady() {
 		return 0, ErrNotLeader
 	}
+	// A new leader answers nothing before its predecessor's leases ran out.
+	if err := s.leases.waitNotBefore(ctx, term); err != nil {
+		return 0, err
+	}
 	idx := s.raft.CommitIndex()
+	began := time.Now()
 	if err := s.raft.VerifyLeader().Error(); err != nil {
 		if errors.Is(mapRaftErr(err), ErrClosed) {
 			return 0, ErrClosed
@@ -114,6 +120,7 @@ func (s *Store) leaderRound(ctx context.Context) (uint64, error) {
 	if !s.leaderReady() || s.readyTerm.Load() != term {
 		return 0, ErrNotLeader
 	}
+	s.leases.extendSelf(term, began)
 	if err := s.fsm.applied.wait(ctx, idx); err != nil {
 		return 0, err
 	}

@@ -49,6 +49,10 @@ type Config struct {
 	TrailingLogs      uint64
 	HeartbeatTimeout  time.Duration
 	ElectionTimeout   time.Duration
+	// ReadLease is how long a follower's read lease lasts (default half the
+	// heartbeat timeout): the longest a write waits for a follower that
+	// stopped answering, and what a new leader waits before it serves.
+	ReadLease time.Duration
 	// LogLevel for raft's own logger (default INFO).
 	LogLevel string
 	Logger   *slog.Logger
@@ -70,6 +74,9 @@ func (c *Config) withDefaults() Config {
 	}
 	if out.ElectionTimeout == 0 {
 		out.ElectionTimeout = time.Second
+	}
+	if out.ReadLease == 0 {
+		out.ReadLease = out.HeartbeatTimeout / 2
 	}
 	if out.LogLevel == "" {
 		out.LogLevel = "INFO"
@@ -98,6 +105,9 @@ type Store struct {
 	readyMu   sync.Mutex
 
 	reads        *IndexBatcher
+	stable       *indexWaiter // the stable index (see lease.go)
+	leases       *leaseTable
+	lease        *followerLease
 	nudge        chan struct{}
 	transferring atomic.Bool
 	started      atomic.Bool // s.raft is set
@@ -136,6 +146,10 @@ func Open(ctx context.Context, c Config) (*Store, error) {
 		return nil, fmt.Errorf("raftstore: snapshot store: %w", err)
 	}
 	s.fsm.onWriteFailure = s.stepDownIfLeader
+	s.stable = newIndexWaiter()
+	s.leases = newLeaseTable(cfg.ReadLease, cfg.HeartbeatTimeout/2, s.fsm.applied.get, s.stable)
+	s.lease = &followerLease{dur: cfg.ReadLease}
+	s.fsm.onApplied = func() { s.leases.recompute(time.Now()) }
 	if err := s.catchUpFromSnapshot(); err != nil {
 		s.closeStores()
 		return nil, err
@@ -170,6 +184,18 @@ func Open(ctx context.Context, c Config) (*Store, error) {
 		return nil, fmt.Errorf("raftstore: %w", err)
 	}
 	s.hadState = existing
+	if existing {
+		// A restarted voter must not vote within a heartbeat timeout of its
+		// last contact with the leader: leader leases rely on it (see
+		// lease.go). The crash was after that contact, so waiting a
+		// heartbeat timeout now is enough.
+		select {
+		case <-time.After(cfg.HeartbeatTimeout):
+		case <-ctx.Done():
+			s.closeStores()
+			return nil, ctx.Err()
+		}
+	}
 	if s.raft, err = raft.NewRaft(rc, s.fsm, s.logStore, s.logStore, s.snapshots, s.transport); err != nil {
 		s.closeStores()
 		return nil, fmt.Errorf("raftstore: %w", err)
@@ -185,9 +211,13 @@ func Open(ctx context.Context, c Config) (*Store, error) {
 	}
 	s.reads = NewIndexBatcher(s.leaderRound)
 	runCtx, cancel := context.WithCancel(context.Background())
-	s.wg.Add(4)
+	s.wg.Add(6)
 	go s.watchLeadership(notify)
 	go s.nudgeLoop()
+	go s.every(cfg.HeartbeatTimeout/8, s.renewSelfLease)
+	// Expired follower leases may raise the stable index between the
+	// events that recompute it.
+	go s.every(25*time.Millisecond, func() { s.leases.recompute(time.Now()) })
 	go func() { defer s.wg.Done(); s.reads.Run(runCtx) }()
 	go func() { defer s.wg.Done(); <-s.done; cancel() }()
 	return s, nil
@@ -231,6 +261,7 @@ func (s *Store) watchLeadership(notify <-chan bool) {
 			return
 		case leader := <-notify:
 			if !leader {
+				s.leases.stop()
 				s.setReadyTerm(0)
 				continue
 			}
@@ -241,6 +272,7 @@ func (s *Store) watchLeadership(notify <-chan bool) {
 			}
 			if s.raft.State() == raft.Leader && s.raft.CurrentTerm() == term {
 				s.logger.Info("leader ready", "term", term, "applied", s.fsm.applied.get())
+				s.leases.start(term, time.Now())
 				s.setReadyTerm(term)
 			}
 		}
@@ -258,8 +290,10 @@ func (s *Store) stepDownIfLeader() {
 	if !s.started.Load() || s.raft.State() != raft.Leader || !s.transferring.CompareAndSwap(false, true) {
 		return
 	}
+	s.leases.setTransferring(true)
 	go func() {
 		defer s.transferring.Store(false)
+		defer s.leases.setTransferring(false)
 		s.logger.Warn("state machine cannot write: handing leadership away")
 		if err := s.raft.LeadershipTransfer().Error(); err != nil {
 			s.logger.Warn("leadership transfer failed", "err", err)
@@ -349,6 +383,7 @@ func (s *Store) Apply(ctx context.Context, c *meta.Command) (*meta.Result, error
 	if err := s.awaitLeaderReady(ctx); err != nil {
 		return nil, err
 	}
+	term := s.readyTerm.Load()
 	c.Time = time.Now().UnixNano()
 	data, err := c.Encode()
 	if err != nil {
@@ -376,6 +411,10 @@ func (s *Store) Apply(ctx context.Context, c *meta.Command) (*meta.Result, error
 	res, ok := f.Response().(*meta.Result)
 	if !ok {
 		return nil, fmt.Errorf("raftstore: unexpected response %T", f.Response())
+	}
+	// Acknowledge only once every lease holder has applied it.
+	if err := s.waitStable(ctx, term, res.Index); err != nil {
+		return nil, fmt.Errorf("%w: committed at index %d but not confirmed: %v", ErrOutcomeUnknown, res.Index, err)
 	}
 	return res, nil
 }
@@ -470,6 +509,8 @@ func (s *Store) RemoveServer(ctx context.Context, id string) error {
 
 // TransferLeadership hands leadership to id, or to any voter when id is "".
 func (s *Store) TransferLeadership(id, addr string) error {
+	s.leases.setTransferring(true)
+	defer s.leases.setTransferring(false)
 	var f raft.Future
 	if id == "" {
 		f = s.raft.LeadershipTransfer()
