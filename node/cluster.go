@@ -60,11 +60,13 @@ func (p *peers) close() {
 // reached the leader is never retried here (see apply); reads and
 // membership calls are safe to resend.
 func retryable(err error) bool {
-	if errors.Is(err, raftstore.ErrNotLeader) || errors.Is(err, errNoLeader) || errors.Is(err, errLeaderChanged) {
-		return true
-	}
+	// First: a write that may have been applied is never sent again, even
+	// if the leader changed meanwhile.
 	if errors.Is(err, raftstore.ErrOutcomeUnknown) {
 		return false
+	}
+	if errors.Is(err, raftstore.ErrNotLeader) || errors.Is(err, errNoLeader) || errors.Is(err, errLeaderChanged) {
+		return true
 	}
 	switch status.Code(err) {
 	case codes.FailedPrecondition, codes.Unavailable:
@@ -106,6 +108,13 @@ func (n *Node) withLeaderBounded(ctx context.Context, attempt time.Duration, fn 
 // was sent to; the attempt was abandoned.
 var errLeaderChanged = errors.New("leader changed during the request")
 
+func (n *Node) heartbeatTimeout() time.Duration {
+	if hb := n.cfg.Raft.HeartbeatTimeout; hb > 0 {
+		return hb
+	}
+	return time.Second
+}
+
 // leaderClient returns the leader's id and a gRPC client for it, or
 // errNoLeader while no other node is known to lead.
 func (n *Node) leaderClient() (string, *Client, error) {
@@ -137,7 +146,9 @@ func (n *Node) tryLeader(ctx context.Context, attempt time.Duration, fn func(ctx
 		return err
 	}
 	// One attempt is bounded (a leader cut off mid-request never answers)
-	// and abandoned as soon as raft names another leader.
+	// and abandoned soon after raft names another leader: after a grace,
+	// as the old leader can still confirm a write it committed (see
+	// raftstore's waitStable).
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if attempt > 0 {
@@ -160,7 +171,12 @@ func (n *Node) tryLeader(ctx context.Context, attempt time.Duration, fn func(ctx
 			case <-t.C:
 				if _, id := n.store.Leader(); id != leaderID {
 					close(changed)
-					cancel()
+					select {
+					case <-stop:
+					case <-actx.Done():
+					case <-time.After(2 * n.heartbeatTimeout()):
+						cancel()
+					}
 					return
 				}
 			}
@@ -169,7 +185,7 @@ func (n *Node) tryLeader(ctx context.Context, attempt time.Duration, fn func(ctx
 	err = fn(actx, false, c)
 	select {
 	case <-changed:
-		if err != nil {
+		if err != nil && !errors.Is(err, raftstore.ErrOutcomeUnknown) {
 			return fmt.Errorf("%w: %v", errLeaderChanged, err)
 		}
 	default:

@@ -109,10 +109,12 @@ func (r *registry) staleOK(ctx context.Context, minIndex uint64) bool {
 func (r *registry) fence(ctx context.Context, minIndex uint64) error {
 	var idx uint64
 	var err error
-	if r.IsLeader() {
+	leader := r.IsLeader()
+	if leader {
 		idx, err = r.ReadIndex(ctx) // batched in the store; no second batcher
-	} else {
-		idx, err = r.node.reads.Get(ctx)
+	}
+	if !leader || errors.Is(err, raftstore.ErrNotLeader) {
+		idx, err = r.node.reads.Get(ctx) // asks whoever leads now, retrying meanwhile
 	}
 	if err != nil {
 		// A read changes nothing, so every failure to fence is one the

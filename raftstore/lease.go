@@ -403,12 +403,18 @@ func (s *Store) renewSelfLease() {
 	}
 }
 
-// waitStable blocks until the stable index reaches idx, while this node
-// stays the ready leader of term.
+// waitStable blocks until the stable index reaches idx, a committed
+// entry of this leader's term. Should leadership move meanwhile, the entry
+// is still committed: a stable index from the next leader (which reaches
+// this node on its lease stream) confirms it just as well, so it waits for
+// that, a few heartbeat timeouts at most.
 func (s *Store) waitStable(ctx context.Context, term, idx uint64) error {
+	var lost time.Time
 	for s.stable.get() < idx {
-		// Followers learn the commit index from the next message: send one.
-		s.Nudge()
+		if lost.IsZero() {
+			// Followers learn the commit index from the next message: send one.
+			s.Nudge()
+		}
 		wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 		err := s.stable.wait(wctx, idx)
 		cancel()
@@ -418,7 +424,10 @@ func (s *Store) waitStable(ctx context.Context, term, idx uint64) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if !s.leaderReady() || s.readyTerm.Load() != term {
+		if lost.IsZero() && (!s.leaderReady() || s.readyTerm.Load() != term) {
+			lost = time.Now()
+		}
+		if !lost.IsZero() && time.Since(lost) > 3*s.cfg.HeartbeatTimeout {
 			return ErrNotLeader
 		}
 	}
