@@ -174,7 +174,7 @@ func (n *Node) tryLeader(ctx context.Context, attempt time.Duration, fn func(ctx
 					select {
 					case <-stop:
 					case <-actx.Done():
-					case <-time.After(2 * n.heartbeatTimeout()):
+					case <-time.After(n.heartbeatTimeout()):
 						cancel()
 					}
 					return

@@ -407,7 +407,7 @@ func (s *Store) renewSelfLease() {
 // entry of this leader's term. Should leadership move meanwhile, the entry
 // is still committed: a stable index from the next leader (which reaches
 // this node on its lease stream) confirms it just as well, so it waits for
-// that, a few heartbeat timeouts at most.
+// that, two heartbeat timeouts at most.
 func (s *Store) waitStable(ctx context.Context, term, idx uint64) error {
 	var lost time.Time
 	for s.stable.get() < idx {
@@ -427,7 +427,7 @@ func (s *Store) waitStable(ctx context.Context, term, idx uint64) error {
 		if lost.IsZero() && (!s.leaderReady() || s.readyTerm.Load() != term) {
 			lost = time.Now()
 		}
-		if !lost.IsZero() && time.Since(lost) > 3*s.cfg.HeartbeatTimeout {
+		if !lost.IsZero() && time.Since(lost) > 2*s.cfg.HeartbeatTimeout {
 			return ErrNotLeader
 		}
 	}
