@@ -229,18 +229,15 @@ func (s *Server) resolveManifest(r *http.Request, repo, ref string) (*meta.Manif
 		if err != nil {
 			return nil, apiErr(ErrCodeDigestInvalid, ref)
 		}
-		return byDigest(s, r, func() (*meta.Manifest, error) { return s.reg.Manifest(repo, d.String()) })
+		return byDigest(s, r, func() (*meta.Manifest, error) { return s.reg.ManifestContent(repo, d.String()) })
 	}
 	if !meta.ValidTag(ref) {
 		return nil, apiErr(ErrCodeTagInvalid, ref)
 	}
 	var m *meta.Manifest
 	err := s.read(r, func() error {
-		dgst, err := s.reg.Tag(repo, ref)
-		if err != nil {
-			return err
-		}
-		m, err = s.reg.Manifest(repo, dgst)
+		var err error
+		m, err = s.reg.TaggedManifest(repo, ref)
 		return err
 	})
 	return m, err

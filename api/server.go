@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,8 +29,10 @@ type ReadOptions struct {
 // Registry is the metadata the API reads and changes. Reads are local;
 // Fence makes them as fresh as opts asks first.
 type Registry interface {
-	Manifest(repo, digest string) (*meta.Manifest, error)
-	Tag(repo, tag string) (string, error)
+	// ManifestContent and TaggedManifest return a manifest's digest, media
+	// type and bytes (the rest of meta.Manifest may be left empty).
+	ManifestContent(repo, digest string) (*meta.Manifest, error)
+	TaggedManifest(repo, tag string) (*meta.Manifest, error)
 	Tags(repo, last string, n int) ([]string, bool, error)
 	Repositories(last string, n int) ([]string, bool, error)
 	Referrers(repo, subject string) ([]meta.Descriptor, error)
@@ -245,16 +246,32 @@ func (s *Server) snapshot(w http.ResponseWriter, r *http.Request) {
 	s.logger.Info("snapshot served", "index", idx)
 }
 
-// Routes below /v2/. Repository names contain slashes, so the path is
-// matched from its end.
-var (
-	reTags      = regexp.MustCompile(`^/v2/(.+)/tags/list$`)
-	reManifest  = regexp.MustCompile(`^/v2/(.+)/manifests/([^/]+)$`)
-	reUploads   = regexp.MustCompile(`^/v2/(.+)/blobs/uploads/?$`)
-	reUpload    = regexp.MustCompile(`^/v2/(.+)/blobs/uploads/([^/]+)$`)
-	reBlob      = regexp.MustCompile(`^/v2/(.+)/blobs/([^/]+)$`)
-	reReferrers = regexp.MustCompile(`^/v2/(.+)/referrers/([^/]+)$`)
-)
+// Routes below /v2/. Repository names contain slashes, so a path is
+// matched from its end: after "/v2/", a repository name (anything not empty,
+// without a newline) followed by the endpoint's suffix. The first route that
+// matches wins (the order matters where suffixes overlap).
+
+// endsWith matches "<repo><suffix>".
+func endsWith(suffix string) func(rest string) (repo, ref string, ok bool) {
+	return func(rest string) (string, string, bool) {
+		repo, ok := strings.CutSuffix(rest, suffix)
+		return repo, "", ok && validRoutedRepo(repo)
+	}
+}
+
+// refAfter matches "<repo><mid>/<ref>" where ref is one path segment.
+func refAfter(mid string) func(rest string) (repo, ref string, ok bool) {
+	return func(rest string) (string, string, bool) {
+		i := strings.LastIndexByte(rest, '/')
+		if i < 0 || i == len(rest)-1 {
+			return "", "", false
+		}
+		repo, ok := strings.CutSuffix(rest[:i], mid)
+		return repo, rest[i+1:], ok && validRoutedRepo(repo)
+	}
+}
+
+func validRoutedRepo(repo string) bool { return repo != "" && strings.IndexByte(repo, '\n') < 0 }
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request, repo string, ref string) error
 
@@ -275,14 +292,11 @@ func (s *Server) serveV2(w *statusWriter, r *http.Request) {
 		s.run(w, r, "", "", map[string]handlerFunc{http.MethodGet: s.catalog})
 		return
 	}
+	rest, _ := strings.CutPrefix(p, "/v2/") // serveV2 only gets paths below /v2
 	for _, rt := range s.routes {
-		m := rt.re.FindStringSubmatch(p)
-		if m == nil {
+		repo, ref, ok := rt.match(rest)
+		if !ok {
 			continue
-		}
-		repo, ref := m[1], ""
-		if len(m) > 2 {
-			ref = m[2]
 		}
 		w.route = rt.name
 		if !meta.ValidRepo(repo) {
@@ -300,21 +314,23 @@ func (s *Server) serveV2(w *statusWriter, r *http.Request) {
 // the end of the path.
 type route struct {
 	name     string // metrics label
-	re       *regexp.Regexp
+	match    func(rest string) (repo, ref string, ok bool)
 	handlers map[string]handlerFunc
 }
 
 func (s *Server) buildRoutes() []route {
+	uploads := map[string]handlerFunc{http.MethodPost: s.startUpload}
 	return []route{
-		{"tags", reTags, map[string]handlerFunc{http.MethodGet: s.listTags}},
-		{"manifest", reManifest, map[string]handlerFunc{http.MethodGet: s.getManifest, http.MethodHead: s.getManifest,
+		{"tags", endsWith("/tags/list"), map[string]handlerFunc{http.MethodGet: s.listTags}},
+		{"manifest", refAfter("/manifests"), map[string]handlerFunc{http.MethodGet: s.getManifest, http.MethodHead: s.getManifest,
 			http.MethodPut: s.putManifest, http.MethodDelete: s.deleteManifest}},
-		{"upload", reUploads, map[string]handlerFunc{http.MethodPost: s.startUpload}},
-		{"upload", reUpload, map[string]handlerFunc{http.MethodGet: s.uploadStatus, http.MethodPatch: s.patchUpload,
+		{"upload", endsWith("/blobs/uploads"), uploads},
+		{"upload", endsWith("/blobs/uploads/"), uploads},
+		{"upload", refAfter("/blobs/uploads"), map[string]handlerFunc{http.MethodGet: s.uploadStatus, http.MethodPatch: s.patchUpload,
 			http.MethodPut: s.putUpload, http.MethodDelete: s.cancelUpload}},
-		{"blob", reBlob, map[string]handlerFunc{http.MethodGet: s.getBlob, http.MethodHead: s.getBlob,
+		{"blob", refAfter("/blobs"), map[string]handlerFunc{http.MethodGet: s.getBlob, http.MethodHead: s.getBlob,
 			http.MethodDelete: s.deleteBlob}},
-		{"referrers", reReferrers, map[string]handlerFunc{http.MethodGet: s.referrers}},
+		{"referrers", refAfter("/referrers"), map[string]handlerFunc{http.MethodGet: s.referrers}},
 	}
 }
 

@@ -85,3 +85,57 @@ func getManifest(b *bolt.Bucket, k []byte) (*meta.Manifest, error) {
 	}
 	return &m, nil
 }
+
+// leadingString reads the first member of a JSON object if it is the
+// string field name without escapes, as encoding/json writes the first
+// field of tagRecord and of a manifest header; ok is false otherwise (the
+// caller then decodes the whole record). It returns the value and what
+// follows its closing quote.
+func leadingString(b []byte, name string) (string, []byte, bool) {
+	return memberString(b, `{"`+name+`":"`)
+}
+
+// memberString reads a string value that b starts with after prefix.
+func memberString(b []byte, prefix string) (string, []byte, bool) {
+	if !bytes.HasPrefix(b, []byte(prefix)) {
+		return "", nil, false
+	}
+	b = b[len(prefix):]
+	end := bytes.IndexByte(b, '"')
+	if end < 0 || bytes.IndexByte(b[:end], '\\') >= 0 {
+		return "", nil, false
+	}
+	return string(b[:end]), b[end+1:], true
+}
+
+// manifestContent decodes what serving a manifest needs (digest, media
+// type, bytes) without decoding the rest of the header in the common case.
+func manifestContent(v []byte) (*meta.Manifest, error) {
+	n, k := binary.Uvarint(v)
+	if k <= 0 || uint64(len(v)-k) < n {
+		return nil, errors.New("manifest record: bad header length")
+	}
+	hdr := v[k : k+int(n)]
+	if dgst, rest, ok := leadingString(hdr, "digest"); ok {
+		if mt, _, ok := memberString(rest, `,"mediaType":"`); ok {
+			return &meta.Manifest{Digest: dgst, MediaType: mt, Raw: bytes.Clone(v[k+int(n):])}, nil
+		}
+	}
+	var m meta.Manifest
+	if err := decodeManifest(v, &m); err != nil {
+		return nil, err
+	}
+	return &meta.Manifest{Digest: m.Digest, MediaType: m.MediaType, Raw: m.Raw}, nil
+}
+
+// tagDigest returns the digest of a tag record.
+func tagDigest(v []byte) (string, error) {
+	if d, _, ok := leadingString(v, "digest"); ok {
+		return d, nil
+	}
+	var t tagRecord
+	if err := json.Unmarshal(v, &t); err != nil {
+		return "", err
+	}
+	return t.Digest, nil
+}

@@ -34,6 +34,49 @@ func (s *Store) Manifest(repo, digest string) (*meta.Manifest, error) {
 	return m, nil
 }
 
+// ManifestContent returns what serving manifest digest of repo needs: its
+// digest, media type and bytes (the other fields are left empty).
+func (s *Store) ManifestContent(repo, digest string) (*meta.Manifest, error) {
+	var m *meta.Manifest
+	err := s.fsm.view(func(tx *bolt.Tx) error {
+		var err error
+		m, err = manifestContentIn(tx, repo, digest)
+		return err
+	})
+	return m, err
+}
+
+// TaggedManifest is ManifestContent of the manifest tag points at, read in
+// one transaction.
+func (s *Store) TaggedManifest(repo, tag string) (*meta.Manifest, error) {
+	var m *meta.Manifest
+	err := s.fsm.view(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketTags).Get(key(repo, tag))
+		if v == nil {
+			return meta.ErrManifestUnknown.WithDetail(tag)
+		}
+		dgst, err := tagDigest(v)
+		if err != nil {
+			return fmt.Errorf("decode tag %s:%s: %w", repo, tag, err)
+		}
+		m, err = manifestContentIn(tx, repo, dgst)
+		return err
+	})
+	return m, err
+}
+
+func manifestContentIn(tx *bolt.Tx, repo, digest string) (*meta.Manifest, error) {
+	v := tx.Bucket(bucketManifests).Get(key(repo, digest))
+	if v == nil {
+		return nil, meta.ErrManifestUnknown.WithDetail(digest)
+	}
+	m, err := manifestContent(v)
+	if err != nil {
+		return nil, fmt.Errorf("decode manifest %s@%s: %w", repo, digest, err)
+	}
+	return m, nil
+}
+
 // Tag returns the digest tag points at in repo.
 func (s *Store) Tag(repo, tag string) (string, error) {
 	var t tagRecord
