@@ -54,11 +54,18 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request, repo, ref strin
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("Content-Length", strconv.FormatInt(length, 10))
 	w.WriteHeader(status)
-	buf := s.copyBufs.Get().(*[]byte)
-	defer s.copyBufs.Put(buf)
-	// Plain Reader and Writer: io.CopyBuffer would otherwise hand the copy
-	// to a ReadFrom/WriteTo with its own small buffer.
-	n, err := io.CopyBuffer(struct{ io.Writer }{w}, struct{ io.Reader }{io.LimitReader(rc, length)}, *buf)
+	var n int64
+	if wt, ok := rc.(io.WriterTo); ok && r.Method != http.MethodHead {
+		// The store's body can hand the copy to the kernel (splice from an
+		// object store socket, sendfile from a file; blobstore/direct.go).
+		n, err = wt.WriteTo(w)
+	} else {
+		buf := s.copyBufs.Get().(*[]byte)
+		defer s.copyBufs.Put(buf)
+		// Plain Reader and Writer: io.CopyBuffer would otherwise hand the
+		// copy to a ReadFrom/WriteTo with its own small buffer.
+		n, err = io.CopyBuffer(struct{ io.Writer }{w}, struct{ io.Reader }{io.LimitReader(rc, length)}, *buf)
+	}
 	if err == nil && n < length {
 		err = io.ErrUnexpectedEOF
 	}

@@ -108,7 +108,13 @@ type S3 struct {
 	partSize int64
 	bufs     *bufferPool
 	log      *slog.Logger
+	// directMin: reads of at least this many bytes over plain http go
+	// straight from a socket of their own (see direct.go); 0 disables.
+	directMin int64
 }
+
+// defaultDirectMin is where a connection of its own pays off.
+const defaultDirectMin = 1 << 20
 
 // s3State is the driver's part of an Upload. Keys are relative to the prefix.
 type s3State struct {
@@ -176,6 +182,9 @@ func NewS3(ctx context.Context, cfg S3Config, logger *slog.Logger) (*S3, error) 
 		prefix:   normalizePrefix(cfg.Prefix),
 		partSize: partSize,
 		log:      logger.With("driver", "s3", "bucket", cfg.Bucket),
+	}
+	if !secure {
+		s.directMin = defaultDirectMin
 	}
 	s.bufs = newBufferPool(partSize, cfg.MaxBuffers)
 	if err := s.ensureBucket(ctx, region); err != nil {
@@ -894,6 +903,14 @@ func (s *S3) Open(ctx context.Context, key string, offset, length int64) (io.Rea
 		}
 		return io.NopCloser(bytes.NewReader(nil)), nil
 	}
+	if s.directMin > 0 && length >= s.directMin {
+		if body, err := s.openDirect(ctx, key, offset, length); err == nil {
+			return body, nil
+		} else if ctx.Err() != nil {
+			return nil, fmt.Errorf("blobstore s3: get %s: %w", key, ctx.Err())
+		}
+		// Anything else: the regular path below tells what went wrong.
+	}
 	var opts minio.GetObjectOptions
 	switch {
 	case length > 0:
@@ -923,6 +940,19 @@ func (s *S3) Open(ctx context.Context, key string, offset, length int64) (io.Rea
 		return nil, fmt.Errorf("blobstore s3: get %s: %w", key, err)
 	}
 	return body, nil
+}
+
+// openDirect reads through a presigned URL on a connection of its own, so
+// that the bytes can be spliced to the client (see direct.go).
+func (s *S3) openDirect(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
+	u, err := s.client.PresignedGetObject(ctx, s.bucket, s.object(key), time.Minute, nil)
+	if err != nil {
+		return nil, err
+	}
+	if u.Scheme != "http" {
+		return nil, errDirect
+	}
+	return getDirect(ctx, u.Redacted(), u.Host, u.RequestURI(), offset, length)
 }
 
 func (s *S3) Stat(ctx context.Context, key string) (int64, error) {
