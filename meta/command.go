@@ -70,6 +70,11 @@ func (t CommandType) String() string {
 type Command struct {
 	Type CommandType `json:"-"`
 	Time int64       `json:"time,omitempty"`
+	// ID names the command across resends: the state machine applies a
+	// command with an ID it has seen (within its memory, minutes) only
+	// once and answers the first result again, so a node may resend a
+	// write whose outcome it does not know.
+	ID string `json:"id,omitempty"`
 
 	Repo   string `json:"repo,omitempty"`
 	Digest string `json:"digest,omitempty"`

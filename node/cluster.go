@@ -2,9 +2,12 @@ package node
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"math/rand/v2"
+	mrand "math/rand/v2"
 	"net"
 	"sync"
 	"time"
@@ -65,7 +68,8 @@ func retryable(err error) bool {
 	if errors.Is(err, raftstore.ErrOutcomeUnknown) {
 		return false
 	}
-	if errors.Is(err, raftstore.ErrNotLeader) || errors.Is(err, errNoLeader) || errors.Is(err, errLeaderChanged) {
+	if errors.Is(err, raftstore.ErrNotLeader) || errors.Is(err, errNoLeader) || errors.Is(err, errLeaderChanged) ||
+		errors.Is(err, errResend) {
 		return true
 	}
 	switch status.Code(err) {
@@ -94,7 +98,7 @@ func (n *Node) withLeaderBounded(ctx context.Context, attempt time.Duration, fn 
 		if err == nil || !retryable(err) {
 			return err
 		}
-		wait := backoff/2 + rand.N(backoff)
+		wait := backoff/2 + mrand.N(backoff)
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%w: %v (gave up after %s: %v)", api.ErrUnavailable, errNoLeader, n.cfg.LeaderHoldTimeout, err)
@@ -193,36 +197,70 @@ func (n *Node) tryLeader(ctx context.Context, attempt time.Duration, fn func(ctx
 	return err
 }
 
-// apply commits c on the leader, wherever it is.
+// errResend: an attempt's outcome is unknown, and the command carries an
+// ID, so it may be sent again (the state machine applies it at most once).
+var errResend = errors.New("outcome unknown; resending under the same command id")
+
+// apply commits c on the leader, wherever it is. The command gets an ID, so
+// that an attempt whose outcome is unknown (leader lost, connection cut)
+// can be resent safely until the hold timeout.
 func (n *Node) apply(ctx context.Context, c *meta.Command) (*meta.Result, error) {
+	if c.ID == "" {
+		c.ID = newCommandID()
+	}
 	var res *meta.Result
+	var unknown error
 	// A write is not cut short by a timer (a large manifest may take a while
 	// to commit); a leader that is gone ends it through keepalive or the
 	// leader-change watch, and the hold timeout bounds it all.
-	err := n.withLeaderBounded(ctx, 0, func(ctx context.Context, local bool, cl *Client) error {
-		var err error
-		if local {
-			res, err = n.store.Apply(ctx, c)
-			return err
-		}
-		data, err := c.Encode()
-		if err != nil {
-			return err
-		}
-		res, err = cl.apply(ctx, data)
-		switch {
-		case err == nil:
-			return nil
-		case status.Code(err) == codes.FailedPrecondition:
-			return err // refused before the log: retry on the next leader
-		case errors.Is(err, errLeaderChanged), status.Code(err) == codes.Unknown,
-			status.Code(err) == codes.DeadlineExceeded, status.Code(err) == codes.Canceled:
-			// Sent, outcome not known: the client decides (commands are idempotent).
-			return fmt.Errorf("%w: %v", raftstore.ErrOutcomeUnknown, err)
+	err := n.withLeaderBounded(ctx, 0, func(actx context.Context, local bool, cl *Client) error {
+		err := n.applyAttempt(actx, local, cl, c, &res)
+		if errors.Is(err, raftstore.ErrOutcomeUnknown) && ctx.Err() == nil {
+			unknown = err
+			return fmt.Errorf("%w: %v", errResend, err)
 		}
 		return err
 	})
+	if err != nil && unknown != nil {
+		// Gave up: an earlier attempt may still have been applied.
+		return nil, fmt.Errorf("%w: %v (then: %v)", raftstore.ErrOutcomeUnknown, unknown, err)
+	}
 	return res, err
+}
+
+// newCommandID is this node's clock then random bits: IDs from one node
+// sort by time, so the state machine inserts them near the end of its
+// index instead of all over it.
+func newCommandID() string {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(time.Now().UnixNano()))
+	_, _ = rand.Read(b[8:]) // crypto/rand: never fails on supported platforms
+	return hex.EncodeToString(b[:])
+}
+
+// applyAttempt sends c to the leader once (locally when this node leads).
+func (n *Node) applyAttempt(ctx context.Context, local bool, cl *Client, c *meta.Command, res **meta.Result) error {
+	if local {
+		var err error
+		*res, err = n.store.Apply(ctx, c)
+		return err
+	}
+	data, err := c.Encode()
+	if err != nil {
+		return err
+	}
+	*res, err = cl.apply(ctx, data)
+	switch {
+	case err == nil:
+		return nil
+	case status.Code(err) == codes.FailedPrecondition:
+		return err // refused before the log: retry on the next leader
+	case errors.Is(err, errLeaderChanged), status.Code(err) == codes.Unknown,
+		status.Code(err) == codes.DeadlineExceeded, status.Code(err) == codes.Canceled:
+		// Sent, outcome not known.
+		return fmt.Errorf("%w: %v", raftstore.ErrOutcomeUnknown, err)
+	}
+	return err
 }
 
 // readIndex is the leader's read index, asked locally or over gRPC.

@@ -11,7 +11,8 @@ import (
 )
 
 // A forwarded write is sent again only when it certainly never reached the
-// log: a duplicate could apply a conditional command twice.
+// log, or under its command id (applied at most once): a plain duplicate
+// could apply a conditional command twice.
 func TestRetryable(t *testing.T) {
 	unknown := fmt.Errorf("%w: %v", raftstore.ErrOutcomeUnknown, status.Error(codes.Canceled, "cancelled"))
 	cases := []struct {
@@ -25,6 +26,9 @@ func TestRetryable(t *testing.T) {
 		{"leader unreachable", status.Error(codes.Unavailable, "connection refused"), true},
 		{"leader changed, nothing sent", fmt.Errorf("%w: %v", errLeaderChanged, errNoLeader), true},
 		{"outcome unknown", unknown, false},
+		// Under its command id, the state machine applies it at most once.
+		{"resend under the same id", fmt.Errorf("%w: %v", errResend, unknown), true},
+		{"resend, leader changed", fmt.Errorf("%w: %w", errLeaderChanged, fmt.Errorf("%w: %v", errResend, unknown)), true},
 		// The leader-change watch must not turn an unknown outcome into a retry.
 		{"outcome unknown and leader changed", fmt.Errorf("%w: %w", unknown, errLeaderChanged), false},
 		{"invalid", status.Error(codes.InvalidArgument, "bad"), false},

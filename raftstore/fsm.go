@@ -186,7 +186,7 @@ func (f *fsm) applyBatchOnce(logs []*raft.Log, out []any) (uint64, uint64, error
 				out[i] = &meta.Result{Index: l.Index, Code: meta.CodeInvalidCommand, Detail: err.Error()}
 				continue
 			}
-			res, err := apply(tx, c)
+			res, err := applyOnce(tx, c)
 			if err != nil {
 				return fmt.Errorf("apply index %d (%s): %w", l.Index, c.Type, err)
 			}

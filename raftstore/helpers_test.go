@@ -34,13 +34,14 @@ func testDB(t *testing.T) *bolt.DB {
 }
 
 // applyCmd applies c in its own write transaction, as ApplyBatch does for
-// a batch of one, and fails the test on an internal (non-domain) error.
+// a batch of one (at most once per command ID), and fails the test on an
+// internal (non-domain) error.
 func applyCmd(t *testing.T, db *bolt.DB, c *meta.Command) *meta.Result {
 	t.Helper()
 	var res *meta.Result
 	err := db.Update(func(tx *bolt.Tx) error {
 		var err error
-		res, err = apply(tx, c)
+		res, err = applyOnce(tx, c)
 		return err
 	})
 	if err != nil {

@@ -14,18 +14,20 @@ import (
 
 // Bucket names. Part of the on-disk format (see formatVersion).
 var (
-	bucketMeta      = []byte("meta")      // format version, applied index
-	bucketRepos     = []byte("repos")     // repo -> created
-	bucketTags      = []byte("tags")      // repo \0 tag -> tagRecord
-	bucketManifests = []byte("manifests") // repo \0 digest -> meta.Manifest
-	bucketReferrers = []byte("referrers") // repo \0 subject \0 digest -> meta.Descriptor
-	bucketBlobs     = []byte("blobs")     // digest -> meta.Blob
-	bucketLinks     = []byte("links")     // repo \0 digest -> created
-	bucketUploads   = []byte("uploads")   // id -> meta.Upload
-	bucketMembers   = []byte("members")   // node id -> meta.Member
+	bucketMeta      = []byte("meta")          // format version, applied index
+	bucketRepos     = []byte("repos")         // repo -> created
+	bucketTags      = []byte("tags")          // repo \0 tag -> tagRecord
+	bucketManifests = []byte("manifests")     // repo \0 digest -> meta.Manifest
+	bucketReferrers = []byte("referrers")     // repo \0 subject \0 digest -> meta.Descriptor
+	bucketBlobs     = []byte("blobs")         // digest -> meta.Blob
+	bucketLinks     = []byte("links")         // repo \0 digest -> created
+	bucketUploads   = []byte("uploads")       // id -> meta.Upload
+	bucketMembers   = []byte("members")       // node id -> meta.Member
+	bucketCommands  = []byte("commands")      // command id -> applied time | meta.Result (see dedup.go)
+	bucketCmdTimes  = []byte("command-times") // applied time | command id -> nothing
 
 	allBuckets = [][]byte{bucketMeta, bucketRepos, bucketTags, bucketManifests, bucketReferrers,
-		bucketBlobs, bucketLinks, bucketUploads, bucketMembers}
+		bucketBlobs, bucketLinks, bucketUploads, bucketMembers, bucketCommands, bucketCmdTimes}
 
 	keyFormat  = []byte("format")
 	keyApplied = []byte("applied")
