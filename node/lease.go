@@ -17,32 +17,32 @@ import (
 // follower keeps one stream open to the leader.
 
 // rpcLease serves one follower's lease stream on the leader.
-func (n *Node) rpcLease(stream grpc.ServerStream) error {
+func (n *Node) rpcLease(ss grpc.ServerStream) error {
 	var first leaseMessage
-	if err := stream.RecvMsg(&first); err != nil {
+	if err := ss.RecvMsg(&first); err != nil {
 		return err
 	}
 	if first.ID == "" {
 		return status.Error(codes.InvalidArgument, "lease stream needs the follower's id")
 	}
 	id := first.ID
-	news, detach, err := n.store.LeaseAttach(id)
+	stream, news, detach, err := n.store.LeaseAttach(id)
 	if err != nil {
 		return rpcErr(err)
 	}
 	defer detach()
-	if err := n.store.LeaseMessage(id, first.Seq, first.Applied); err != nil {
+	if err := n.store.LeaseMessage(id, stream, first.Seq, first.Applied); err != nil {
 		return rpcErr(err)
 	}
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
 			var m leaseMessage
-			if err := stream.RecvMsg(&m); err != nil {
+			if err := ss.RecvMsg(&m); err != nil {
 				recvErr <- err
 				return
 			}
-			if err := n.store.LeaseMessage(id, m.Seq, m.Applied); err != nil {
+			if err := n.store.LeaseMessage(id, stream, m.Seq, m.Applied); err != nil {
 				recvErr <- rpcErr(err)
 				return
 			}
@@ -53,7 +53,7 @@ func (n *Node) rpcLease(stream grpc.ServerStream) error {
 		if err != nil {
 			return rpcErr(err)
 		}
-		if err := stream.SendMsg(&g); err != nil {
+		if err := ss.SendMsg(&g); err != nil {
 			return err
 		}
 		select {
@@ -62,8 +62,8 @@ func (n *Node) rpcLease(stream grpc.ServerStream) error {
 				return nil
 			}
 			return err
-		case <-stream.Context().Done():
-			return stream.Context().Err()
+		case <-ss.Context().Done():
+			return ss.Context().Err()
 		case _, ok := <-news:
 			if !ok {
 				return status.Error(codes.FailedPrecondition, "no longer the leader")

@@ -46,6 +46,7 @@ type holder struct {
 	expires     time.Time // leader clock; counts while active or revoking
 	epoch       uint64
 	grantSeq    uint64 // the follower message whose send time starts its lease
+	stream      uint64 // the stream attached last; messages of others are ignored
 	notify      []chan struct{}
 }
 
@@ -69,18 +70,24 @@ type leaseTable struct {
 	applied  func() uint64 // the leader's applied index
 	stable   *indexWaiter
 
-	mu           sync.Mutex
-	term         uint64 // ready leader's term; 0 when not leading
-	notBefore    time.Time
-	selfUntil    time.Time
-	transferring bool
-	epochs       uint64
-	holders      map[string]*holder
+	// guard: after a leadership transfer ends, however it ended, no lease
+	// for this long (a TimeoutNow may still be on its way).
+	guard time.Duration
+
+	mu        sync.Mutex
+	term      uint64 // ready leader's term; 0 when not leading
+	notBefore time.Time
+	selfUntil time.Time
+	transfers int       // leadership transfers under way
+	noLease   time.Time // no lease before this (the last transfer's guard)
+	epochs    uint64
+	streams   uint64
+	holders   map[string]*holder
 }
 
-func newLeaseTable(dur, self time.Duration, applied func() uint64, stable *indexWaiter) *leaseTable {
+func newLeaseTable(dur, self, guard time.Duration, applied func() uint64, stable *indexWaiter) *leaseTable {
 	return &leaseTable{dur: dur, margin: dur/10 + 10*time.Millisecond, self: self, lagLimit: dur / 2,
-		applied: applied, stable: stable, holders: map[string]*holder{}}
+		guard: guard, applied: applied, stable: stable, holders: map[string]*holder{}}
 }
 
 // start makes the table serve a new term. Nothing is published or granted
@@ -93,7 +100,6 @@ func (t *leaseTable) start(term uint64, now time.Time) {
 	t.term = term
 	t.notBefore = now.Add(t.dur + t.margin)
 	t.selfUntil = time.Time{}
-	t.transferring = false
 	t.holders = map[string]*holder{}
 }
 
@@ -115,16 +121,20 @@ func (t *leaseTable) wakeAllLocked() {
 	}
 }
 
-// setTransferring stops (or resumes) the leader's own lease and its grants
-// around a leadership transfer: the target is elected at once, without
-// waiting for a heartbeat timeout.
-func (t *leaseTable) setTransferring(on bool) {
+// setTransferring stops the leader's own lease and its grants around a
+// leadership transfer (the target is elected at once, without waiting for
+// a heartbeat timeout) and, when the transfer ends, for the guard after it.
+// Transfers may overlap: each start is matched by one end.
+func (t *leaseTable) setTransferring(on bool, now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.transferring = on
 	if on {
+		t.transfers++
 		t.selfUntil = time.Time{}
+		return
 	}
+	t.transfers = max(t.transfers-1, 0)
+	t.noLease = now.Add(t.guard)
 }
 
 // extendSelf records a quorum's confirmation of a VerifyLeader started at
@@ -132,7 +142,7 @@ func (t *leaseTable) setTransferring(on bool) {
 func (t *leaseTable) extendSelf(term uint64, began time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.term != term || t.transferring {
+	if t.term != term || t.transfers > 0 || began.Before(t.noLease) {
 		return
 	}
 	if until := began.Add(t.self); until.After(t.selfUntil) {
@@ -141,7 +151,15 @@ func (t *leaseTable) extendSelf(term uint64, began time.Time) {
 }
 
 func (t *leaseTable) selfValidLocked(now time.Time) bool {
-	return t.term != 0 && !t.transferring && !now.Before(t.notBefore) && now.Before(t.selfUntil)
+	return t.term != 0 && t.transfers == 0 && !now.Before(t.notBefore) && !now.Before(t.noLease) && now.Before(t.selfUntil)
+}
+
+// selfFresh reports whether more than half of the leader's own lease is
+// left.
+func (t *leaseTable) selfFresh(term uint64, now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.term == term && t.selfUntil.Sub(now) > t.self/2
 }
 
 // selfValid reports whether the leader may serve reads from its own state
@@ -222,29 +240,31 @@ func signal(chs []chan struct{}) {
 // applied is its applied index. Each message from an active holder renews
 // its lease; a pending one becomes active once it has applied the stable
 // index (so it holds every acknowledged write).
-func (t *leaseTable) message(id string, seq, applied uint64, now time.Time) error {
+func (t *leaseTable) message(id string, stream, seq, applied uint64, now time.Time) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.term == 0 {
 		return ErrNotLeader
 	}
 	h := t.holders[id]
-	if h == nil {
-		h = &holder{}
-		t.holders[id] = h
+	if h == nil || h.stream != stream {
+		return nil // a stream that another one replaced
 	}
 	if applied > h.applied {
-		h.applied = applied
 		h.behindSince = time.Time{} // it applies: not stuck
 	}
+	// As reported, even if lower than before: a follower restarted on an
+	// older state must not be taken for one that holds every write.
+	h.applied = applied
 	// Activation compares with this term's stable index, which must be
 	// computed first (the waiter may still hold an older term's).
 	t.recomputeLocked(now)
 	switch h.state {
 	case holderPending:
 		if t.selfValidLocked(now) && h.applied >= t.stable.get() {
+			// The term keeps epochs unique across restarts of the leader.
 			t.epochs++
-			h.state, h.epoch, h.grantSeq = holderActive, t.epochs, seq
+			h.state, h.epoch, h.grantSeq = holderActive, t.term<<32|t.epochs&(1<<32-1), seq
 			h.expires = now.Add(t.dur + t.margin)
 		}
 	case holderActive:
@@ -276,19 +296,29 @@ func (t *leaseTable) grant(id string) (LeaseGrant, error) {
 	return g, nil
 }
 
-// attach registers a stream of follower id: the returned channel receives
-// a signal when there is news for it, and is closed when leadership ends.
-func (t *leaseTable) attach(id string) (<-chan struct{}, func(), error) {
+// attach registers a stream of follower id, replacing any earlier one: the
+// returned token goes with its messages, and the channel receives a signal
+// when there is news for it and is closed when leadership ends. What the
+// follower reported on earlier streams no longer counts (it may have
+// restarted on other state), but a lease in force stays counted until it
+// runs out.
+func (t *leaseTable) attach(id string) (uint64, <-chan struct{}, func(), error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.term == 0 {
-		return nil, nil, ErrNotLeader
+		return 0, nil, nil, ErrNotLeader
 	}
 	h := t.holders[id]
 	if h == nil {
 		h = &holder{}
 		t.holders[id] = h
 	}
+	t.streams++
+	h.stream, h.applied, h.grantSeq, h.behindSince = t.streams, 0, 0, time.Time{}
+	if h.state == holderActive {
+		h.state = holderRevoking // renewed only by a new activation
+	}
+	token := h.stream
 	ch := make(chan struct{}, 1)
 	h.notify = append(h.notify, ch)
 	term := t.term
@@ -307,7 +337,7 @@ func (t *leaseTable) attach(id string) (<-chan struct{}, func(), error) {
 			}
 		}
 	}
-	return ch, detach, nil
+	return token, ch, detach, nil
 }
 
 // followerLease is a follower's side: the lease it holds from the leader.
@@ -390,15 +420,18 @@ func (s *Store) every(period time.Duration, fn func()) {
 	}
 }
 
-// renewSelfLease renews the leader's own lease with a VerifyLeader (run
-// every eighth of a heartbeat timeout).
+// renewSelfLease renews the leader's own lease, when less than half of it
+// is left, with a committed no-op (run every eighth of a heartbeat timeout;
+// writes renew it too, see Apply). A committed entry was received by a
+// quorum after it was proposed; VerifyLeader would not do: it also counts
+// answers to heartbeats sent before it was called.
 func (s *Store) renewSelfLease() {
 	term := s.readyTerm.Load()
-	if term == 0 || !s.leaderReady() {
+	if term == 0 || !s.leaderReady() || s.leases.selfFresh(term, time.Now()) {
 		return
 	}
 	began := time.Now()
-	if err := s.raft.VerifyLeader().Error(); err == nil && s.readyTerm.Load() == term {
+	if err := s.applyNoop(); err == nil && s.readyTerm.Load() == term {
 		s.leases.extendSelf(term, began)
 	}
 }
@@ -488,11 +521,13 @@ func (s *Store) LeaseRenewInterval() time.Duration { return s.cfg.ReadLease / 4 
 
 // LeaseAttach (leader) registers the lease stream of follower id; see
 // leaseTable.attach.
-func (s *Store) LeaseAttach(id string) (<-chan struct{}, func(), error) { return s.leases.attach(id) }
+func (s *Store) LeaseAttach(id string) (uint64, <-chan struct{}, func(), error) {
+	return s.leases.attach(id)
+}
 
-// LeaseMessage (leader) handles a follower's lease message.
-func (s *Store) LeaseMessage(id string, seq, applied uint64) error {
-	return s.leases.message(id, seq, applied, time.Now())
+// LeaseMessage (leader) handles a message on stream of follower id.
+func (s *Store) LeaseMessage(id string, stream, seq, applied uint64) error {
+	return s.leases.message(id, stream, seq, applied, time.Now())
 }
 
 // LeaseGrant (leader) is the current answer for follower id.

@@ -12,13 +12,17 @@ type leaseFixture struct {
 	stable  *indexWaiter
 	lt      *leaseTable
 	now     time.Time
+	streams map[string]uint64 // follower id -> its attached stream
 }
 
-const testLease = 500 * time.Millisecond
+const (
+	testLease = 500 * time.Millisecond
+	testGuard = time.Second
+)
 
 func newLeaseFixture(t *testing.T) *leaseFixture {
-	f := &leaseFixture{t: t, stable: newIndexWaiter(), now: time.Unix(1000, 0)}
-	f.lt = newLeaseTable(testLease, testLease, func() uint64 { return f.applied }, f.stable)
+	f := &leaseFixture{t: t, stable: newIndexWaiter(), now: time.Unix(1000, 0), streams: map[string]uint64{}}
+	f.lt = newLeaseTable(testLease, testLease, testGuard, func() uint64 { return f.applied }, f.stable)
 	return f
 }
 
@@ -31,11 +35,25 @@ func (f *leaseFixture) leading(began time.Duration) {
 	f.lt.extendSelf(1, f.at(began))
 }
 
+// msg sends a message on id's stream, attaching one first if needed.
 func (f *leaseFixture) msg(id string, seq, applied uint64, at time.Duration) {
 	f.t.Helper()
-	if err := f.lt.message(id, seq, applied, f.at(at)); err != nil {
+	if _, ok := f.streams[id]; !ok {
+		f.reattach(id)
+	}
+	if err := f.lt.message(id, f.streams[id], seq, applied, f.at(at)); err != nil {
 		f.t.Fatalf("message: %v", err)
 	}
+}
+
+// reattach opens a new stream for id (a reconnect or a restart).
+func (f *leaseFixture) reattach(id string) {
+	f.t.Helper()
+	token, _, _, err := f.lt.attach(id)
+	if err != nil {
+		f.t.Fatalf("attach: %v", err)
+	}
+	f.streams[id] = token
 }
 
 func (f *leaseFixture) grant(id string) LeaseGrant {
@@ -197,8 +215,11 @@ func TestLeaseIdleHolderIsNotRevoked(t *testing.T) {
 func TestLeaseTransferStopsLeases(t *testing.T) {
 	f, base := readyFixture(t)
 	f.msg("b", 1, 10, base)
-	f.lt.setTransferring(true)
-	if f.lt.selfValid(1, f.at(base+time.Millisecond)) {
+	// Two transfers overlap; the first to end must not restore the lease.
+	f.lt.setTransferring(true, f.at(base))
+	f.lt.setTransferring(true, f.at(base))
+	f.lt.setTransferring(false, f.at(base+time.Millisecond))
+	if f.lt.selfValid(1, f.at(base+2*time.Millisecond)) {
 		t.Fatal("self lease valid during a transfer")
 	}
 	f.msg("b", 2, 10, base+2*time.Millisecond)
@@ -209,23 +230,78 @@ func TestLeaseTransferStopsLeases(t *testing.T) {
 	if f.lt.selfValid(1, f.at(base+4*time.Millisecond)) {
 		t.Fatal("self lease extended during a transfer")
 	}
-	f.lt.setTransferring(false)
+	// After the last one ends (it may have timed out with its TimeoutNow
+	// still on the way): nothing before the guard has passed.
+	end := base + 5*time.Millisecond
+	f.lt.setTransferring(false, f.at(end))
+	f.lt.extendSelf(1, f.at(end+testGuard-time.Millisecond))
+	if f.lt.selfValid(1, f.at(end+testGuard-time.Millisecond/2)) {
+		t.Fatal("self lease within the guard after a transfer")
+	}
+	f.lt.extendSelf(1, f.at(end+testGuard))
+	if !f.lt.selfValid(1, f.at(end+testGuard+time.Millisecond)) {
+		t.Fatal("no self lease after the guard")
+	}
 	f.lt.stop()
 	if _, err := f.lt.grant("b"); err == nil {
 		t.Fatal("grant after leadership ended")
 	}
-	if err := f.lt.message("b", 3, 10, f.at(base)); err == nil {
+	if err := f.lt.message("b", f.streams["b"], 3, 10, f.at(base)); err == nil {
 		t.Fatal("message accepted after leadership ended")
+	}
+}
+
+// A follower that comes back (new stream) on older state than it reported
+// before must not get a lease on the strength of what it reported then.
+func TestLeaseReattachForgetsReports(t *testing.T) {
+	f, base := readyFixture(t)
+	f.msg("b", 1, 10, base)
+	if g := f.grant("b"); !g.Active {
+		t.Fatalf("no lease: %+v", g)
+	}
+	f.applied = 20
+	f.msg("b", 2, 20, base+time.Millisecond)
+	old := f.streams["b"]
+	f.reattach("b") // restarted, its state lost back to index 5
+	f.msg("b", 1, 5, base+2*time.Millisecond)
+	if g := f.grant("b"); g.Active {
+		t.Fatalf("restarted follower at 5 holds a lease with stable %d: %+v", f.stable.get(), g)
+	}
+	// Messages of the replaced stream are ignored.
+	if err := f.lt.message("b", old, 3, 20, f.at(base+3*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if g := f.grant("b"); g.Active {
+		t.Fatalf("old stream's report revived the lease: %+v", g)
+	}
+	// Its earlier lease still counts until it runs out: the stable index
+	// does not move past what the follower holds meanwhile.
+	f.applied = 30
+	f.lt.recompute(f.at(base + 4*time.Millisecond))
+	if got := f.stable.get(); got != 20 {
+		t.Fatalf("stable %d while the old lease runs, want 20", got)
+	}
+	// Caught up after its old lease ran out: a new lease, a new epoch.
+	later := base + testLease + f.lt.margin + 10*time.Millisecond
+	f.lt.extendSelf(1, f.at(later))
+	f.msg("b", 2, 30, later)
+	g := f.grant("b")
+	if !g.Active || g.Seq != 2 {
+		t.Fatalf("caught-up follower: %+v, want a lease at seq 2", g)
+	}
+	if g.Epoch>>32 != 1 {
+		t.Fatalf("epoch %x does not carry the term", g.Epoch)
 	}
 }
 
 func TestLeaseAttachWakes(t *testing.T) {
 	f, base := readyFixture(t)
-	news, detach, err := f.lt.attach("b")
+	token, news, detach, err := f.lt.attach("b")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer detach()
+	f.streams["b"] = token
 	f.msg("b", 1, 10, base)
 	select {
 	case <-news:

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -108,7 +107,6 @@ func (s *Store) leaderRound(ctx context.Context) (uint64, error) {
 		return 0, err
 	}
 	idx := s.raft.CommitIndex()
-	began := time.Now()
 	if err := s.raft.VerifyLeader().Error(); err != nil {
 		if errors.Is(mapRaftErr(err), ErrClosed) {
 			return 0, ErrClosed
@@ -120,7 +118,6 @@ func (s *Store) leaderRound(ctx context.Context) (uint64, error) {
 	if !s.leaderReady() || s.readyTerm.Load() != term {
 		return 0, ErrNotLeader
 	}
-	s.leases.extendSelf(term, began)
 	if err := s.fsm.applied.wait(ctx, idx); err != nil {
 		return 0, err
 	}

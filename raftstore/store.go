@@ -147,7 +147,7 @@ func Open(ctx context.Context, c Config) (*Store, error) {
 	}
 	s.fsm.onWriteFailure = s.stepDownIfLeader
 	s.stable = newIndexWaiter()
-	s.leases = newLeaseTable(cfg.ReadLease, cfg.HeartbeatTimeout/2, s.fsm.applied.get, s.stable)
+	s.leases = newLeaseTable(cfg.ReadLease, cfg.HeartbeatTimeout/2, cfg.ElectionTimeout, s.fsm.applied.get, s.stable)
 	s.lease = &followerLease{dur: cfg.ReadLease}
 	s.fsm.onApplied = func() { s.leases.recompute(time.Now()) }
 	if err := s.catchUpFromSnapshot(); err != nil {
@@ -184,11 +184,13 @@ func Open(ctx context.Context, c Config) (*Store, error) {
 		return nil, fmt.Errorf("raftstore: %w", err)
 	}
 	s.hadState = existing
-	if existing {
+	{
 		// A restarted voter must not vote within a heartbeat timeout of its
 		// last contact with the leader: leader leases rely on it (see
 		// lease.go). The crash was after that contact, so waiting a
-		// heartbeat timeout now is enough.
+		// heartbeat timeout now is enough. A node whose data dir was wiped
+		// but that is still a member counts as restarted too, so every
+		// start waits.
 		select {
 		case <-time.After(cfg.HeartbeatTimeout):
 		case <-ctx.Done():
@@ -290,10 +292,10 @@ func (s *Store) stepDownIfLeader() {
 	if !s.started.Load() || s.raft.State() != raft.Leader || !s.transferring.CompareAndSwap(false, true) {
 		return
 	}
-	s.leases.setTransferring(true)
+	s.leases.setTransferring(true, time.Now())
 	go func() {
 		defer s.transferring.Store(false)
-		defer s.leases.setTransferring(false)
+		defer func() { s.leases.setTransferring(false, time.Now()) }()
 		s.logger.Warn("state machine cannot write: handing leadership away")
 		if err := s.raft.LeadershipTransfer().Error(); err != nil {
 			s.logger.Warn("leadership transfer failed", "err", err)
@@ -384,7 +386,8 @@ func (s *Store) Apply(ctx context.Context, c *meta.Command) (*meta.Result, error
 		return nil, err
 	}
 	term := s.readyTerm.Load()
-	c.Time = time.Now().UnixNano()
+	began := time.Now()
+	c.Time = began.UnixNano()
 	data, err := c.Encode()
 	if err != nil {
 		return nil, err
@@ -412,6 +415,9 @@ func (s *Store) Apply(ctx context.Context, c *meta.Command) (*meta.Result, error
 	if !ok {
 		return nil, fmt.Errorf("raftstore: unexpected response %T", f.Response())
 	}
+	// Committed: a quorum received it after began, which renews the
+	// leader's own lease (see renewSelfLease).
+	s.leases.extendSelf(term, began)
 	// Acknowledge only once every lease holder has applied it.
 	if err := s.waitStable(ctx, term, res.Index); err != nil {
 		return nil, fmt.Errorf("%w: committed at index %d but not confirmed: %v", ErrOutcomeUnknown, res.Index, err)
@@ -509,8 +515,8 @@ func (s *Store) RemoveServer(ctx context.Context, id string) error {
 
 // TransferLeadership hands leadership to id, or to any voter when id is "".
 func (s *Store) TransferLeadership(id, addr string) error {
-	s.leases.setTransferring(true)
-	defer s.leases.setTransferring(false)
+	s.leases.setTransferring(true, time.Now())
+	defer func() { s.leases.setTransferring(false, time.Now()) }()
 	var f raft.Future
 	if id == "" {
 		f = s.raft.LeadershipTransfer()
