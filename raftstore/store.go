@@ -184,19 +184,16 @@ func Open(ctx context.Context, c Config) (*Store, error) {
 		return nil, fmt.Errorf("raftstore: %w", err)
 	}
 	s.hadState = existing
-	{
-		// A restarted voter must not vote within a heartbeat timeout of its
-		// last contact with the leader: leader leases rely on it (see
-		// lease.go). The crash was after that contact, so waiting a
-		// heartbeat timeout now is enough. A node whose data dir was wiped
-		// but that is still a member counts as restarted too, so every
-		// start waits.
-		select {
-		case <-time.After(cfg.HeartbeatTimeout):
-		case <-ctx.Done():
-			s.closeStores()
-			return nil, ctx.Err()
-		}
+	// A restarted voter must not vote within a heartbeat timeout of its last
+	// contact with the leader: leader leases rely on it (see lease.go). The
+	// crash was after that contact, so waiting a heartbeat timeout now is
+	// enough. A node whose data dir was wiped but that is still a member
+	// counts as restarted too, so every start waits.
+	select {
+	case <-time.After(cfg.HeartbeatTimeout):
+	case <-ctx.Done():
+		s.closeStores()
+		return nil, ctx.Err()
 	}
 	if s.raft, err = raft.NewRaft(rc, s.fsm, s.logStore, s.logStore, s.snapshots, s.transport); err != nil {
 		s.closeStores()
