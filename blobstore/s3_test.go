@@ -61,6 +61,21 @@ func TestS3Driver(t *testing.T) {
 	}
 }
 
+// TestS3CacheDriver runs the driver suite through a blob cache in front of
+// S3 (the folder shared by the suite's two nodes: see TestCacheDriverFS).
+func TestS3CacheDriver(t *testing.T) {
+	m := startMinio(t)
+	cfg := minioConfig(m, newBucketName())
+	cacheDir := t.TempDir()
+	drivertest.Run(t, func(t *testing.T) blobstore.Driver {
+		c, err := blobstore.NewCache(newS3(t, cfg), cacheDir, 256<<20, testLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}, drivertest.PartSize(testPartSize))
+}
+
 // TestS3PresignPublicEndpoint signs with a second endpoint name for the
 // same server and fetches the bytes through it.
 func TestS3PresignPublicEndpoint(t *testing.T) {

@@ -36,6 +36,11 @@ type Config struct {
 	BlobStore string // "fs" or "s3"
 	S3        blobstore.S3Config
 
+	// BlobCacheSize > 0 keeps up to that many bytes of blobs read from S3
+	// in BlobCacheDir (default <data dir>/blob-cache), served from there.
+	BlobCacheSize int64
+	BlobCacheDir  string
+
 	AllowSparse     bool
 	BlobRedirect    bool
 	BlobRedirectTTL time.Duration
@@ -127,6 +132,20 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	var cache *blobstore.Cache
+	if cfg.BlobCacheSize > 0 {
+		if cfg.BlobStore != "s3" {
+			return nil, fmt.Errorf("a blob cache is for --blob-store s3 (blobs on %q are local already)", cfg.BlobStore)
+		}
+		dir := cfg.BlobCacheDir
+		if dir == "" {
+			dir = filepath.Join(cfg.DataDir, "blob-cache")
+		}
+		if cache, err = blobstore.NewCache(n.blobs, dir, cfg.BlobCacheSize, logger); err != nil {
+			return nil, err
+		}
+		n.blobs = cache
+	}
 
 	n.store, err = raftstore.Open(ctx, raftstore.Config{
 		NodeID: id, Dir: filepath.Join(cfg.DataDir, "raft"), BindAddr: cfg.RaftAddr,
@@ -143,6 +162,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) {
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	n.registry = newRegistry(n, promReg)
+	if cache != nil {
+		registerCacheMetrics(promReg, cache)
+	}
 	handler := api.New(api.Config{
 		AllowSparse: cfg.AllowSparse, BlobRedirect: cfg.BlobRedirect, BlobRedirectTTL: cfg.BlobRedirectTTL,
 		StaleReads: cfg.StaleReads,

@@ -70,6 +70,8 @@ func newServeCommand() *cobra.Command {
 	f.StringVar(&c.S3.PublicEndpoint, "s3-public-endpoint", "", "endpoint written into presigned URLs (default: --s3-endpoint)")
 	f.Int64Var(&c.S3.PartSize, "s3-part-size", 0, "multipart part size in bytes (default 16 MiB)")
 	f.IntVar(&c.S3.MaxBuffers, "s3-upload-buffers", 16, "part buffers all uploads share (upload memory is at most this times the part size)")
+	f.Var(&byteSize{&c.BlobCacheSize}, "blob-cache-size", "keep up to this much of the blobs read from S3 on local disk and serve them from there, e.g. 20GiB (0: off)")
+	f.StringVar(&c.BlobCacheDir, "blob-cache-dir", "", "folder of the blob cache (default <data-dir>/blob-cache)")
 	f.BoolVar(&c.AllowSparse, "allow-sparse", false, "accept manifests whose blobs or child manifests are not all pushed")
 	f.BoolVar(&c.BlobRedirect, "blob-redirect", false, "answer blob GETs with a redirect to a presigned URL")
 	f.DurationVar(&c.BlobRedirectTTL, "blob-redirect-ttl", 20*time.Minute, "lifetime of presigned blob URLs")

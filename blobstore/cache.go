@@ -1,0 +1,448 @@
+package blobstore
+
+import (
+	"container/list"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Cache keeps whole blobs read from a slower store (S3) in a local folder,
+// bounded in bytes, least recently read first out. A blob's key names
+// immutable bytes: keys are chosen per upload and never written twice, so an
+// entry is never stale; it only stops being asked for once the blob index
+// forgets the key. The first full read of a key streams from the store to
+// the client and into a temporary file at once; the file becomes an entry
+// only if every byte arrived. Later reads, whole or ranged, are served from
+// the file with sendfile. Everything else (uploads, Stat, Presign) goes to
+// the store.
+type Cache struct {
+	inner  Driver
+	dir    string
+	max    int64 // bytes of entries, at most
+	maxOne int64 // largest blob kept
+	logger *slog.Logger
+
+	mu      sync.Mutex
+	entries map[string]*list.Element // key -> *cacheEntry in lru
+	lru     *list.List               // front: most recently read
+	used    int64                    // bytes of entries plus fills in progress
+	filling map[string]bool
+
+	fills sync.WaitGroup
+	stats CacheStats
+}
+
+type cacheEntry struct {
+	key     string
+	size    int64
+	touched time.Time // last mtime written to the file
+}
+
+// CacheStats counts what the cache did since it was opened.
+type CacheStats struct {
+	Hits, Misses, Fills, Evictions atomic.Int64
+	// HitBytes: bytes served from entries.
+	HitBytes atomic.Int64
+}
+
+// cacheTouchEvery: how stale an entry's mtime (its place in the order after
+// a restart) may get before a hit writes it again.
+const cacheTouchEvery = time.Minute
+
+// NewCache opens (creating it if missing) a cache folder of at most
+// maxBytes in front of inner. Entries left by an earlier run are kept,
+// unfinished fills removed.
+func NewCache(inner Driver, dir string, maxBytes int64, logger *slog.Logger) (*Cache, error) {
+	if maxBytes <= 0 {
+		return nil, fmt.Errorf("blobstore cache: size must be positive, got %d", maxBytes)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("blobstore cache: %w", err)
+	}
+	c := &Cache{
+		inner: inner, dir: dir, max: maxBytes, maxOne: max(maxBytes/4, 1), logger: logger,
+		entries: map[string]*list.Element{}, lru: list.New(), filling: map[string]bool{},
+	}
+	if err := c.load(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// load indexes the entries on disk, most recently used (mtime) first, and
+// trims them to the bound.
+func (c *Cache) load() error {
+	des, err := os.ReadDir(c.dir)
+	if err != nil {
+		return fmt.Errorf("blobstore cache: %w", err)
+	}
+	var found []*cacheEntry
+	for _, de := range des {
+		p := filepath.Join(c.dir, de.Name())
+		if strings.HasPrefix(de.Name(), ".fill-") {
+			_ = os.Remove(p)
+			continue
+		}
+		key, ok := cacheKeyOf(de.Name())
+		if !ok || !de.Type().IsRegular() {
+			continue
+		}
+		fi, err := de.Info()
+		if err != nil {
+			continue
+		}
+		found = append(found, &cacheEntry{key: key, size: fi.Size(), touched: fi.ModTime()})
+	}
+	slices.SortFunc(found, func(a, b *cacheEntry) int { return b.touched.Compare(a.touched) })
+	for _, e := range found {
+		c.entries[e.key] = c.lru.PushBack(e)
+		c.used += e.size
+	}
+	c.mu.Lock()
+	victims := c.evictLocked(0)
+	c.mu.Unlock()
+	c.remove(victims)
+	return nil
+}
+
+// The file of key: hex of the key (keys hold slashes), with a hash suffix
+// guarding the length limit of a name.
+func (c *Cache) path(key string) string {
+	return filepath.Join(c.dir, cacheName(key))
+}
+
+func cacheName(key string) string {
+	h := hex.EncodeToString([]byte(key))
+	if len(h) <= 200 {
+		return "k-" + h
+	}
+	sum := sha256.Sum256([]byte(key))
+	return "h-" + hex.EncodeToString(sum[:])
+}
+
+// cacheKeyOf inverts cacheName for names that carry the key itself; hashed
+// names are dropped on load (their key is unknown).
+func cacheKeyOf(name string) (string, bool) {
+	h, ok := strings.CutPrefix(name, "k-")
+	if !ok {
+		return "", false
+	}
+	b, err := hex.DecodeString(h)
+	if err != nil {
+		return "", false
+	}
+	return string(b), true
+}
+
+// Stats returns the counters and the bytes in use.
+func (c *Cache) Stats() (*CacheStats, int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return &c.stats, c.used
+}
+
+// Wait blocks until the fills that finished reading are on disk (tests).
+func (c *Cache) Wait() { c.fills.Wait() }
+
+func (c *Cache) Name() string { return c.inner.Name() }
+
+func (c *Cache) StartUpload(ctx context.Context, id string) (Upload, error) {
+	return c.inner.StartUpload(ctx, id)
+}
+
+func (c *Cache) Append(ctx context.Context, u Upload, r io.Reader) (Upload, error) {
+	return c.inner.Append(ctx, u, r)
+}
+
+func (c *Cache) Committed(ctx context.Context, prev, next Upload) error {
+	return c.inner.Committed(ctx, prev, next)
+}
+
+func (c *Cache) Complete(ctx context.Context, u Upload) (string, error) {
+	return c.inner.Complete(ctx, u)
+}
+
+func (c *Cache) Abort(ctx context.Context, u Upload) error { return c.inner.Abort(ctx, u) }
+
+func (c *Cache) Stat(ctx context.Context, key string) (int64, error) {
+	return c.inner.Stat(ctx, key)
+}
+
+func (c *Cache) Presign(ctx context.Context, key string, ttl time.Duration) (string, error) {
+	return c.inner.Presign(ctx, key, ttl)
+}
+
+// List is the store's listing (the cache holds only copies).
+func (c *Cache) List(ctx context.Context) ([]string, error) {
+	l, ok := c.inner.(Lister)
+	if !ok {
+		return nil, ErrNotSupported
+	}
+	return l.List(ctx)
+}
+
+// Delete removes the entry, then the object.
+func (c *Cache) Delete(ctx context.Context, key string) error {
+	c.mu.Lock()
+	var victims []*cacheEntry
+	if el, ok := c.entries[key]; ok {
+		victims = append(victims, c.unlinkLocked(el))
+	}
+	c.mu.Unlock()
+	c.remove(victims)
+	return c.inner.Delete(ctx, key)
+}
+
+// Open serves from the entry of key when there is one; otherwise it reads
+// the store, and a read of the whole object (offset 0, known length) fills
+// an entry on the way.
+func (c *Cache) Open(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
+	if key == "" || offset < 0 || length == 0 {
+		return c.inner.Open(ctx, key, offset, length)
+	}
+	if body, ok := c.openEntry(key, offset, length); ok {
+		return body, nil
+	}
+	c.stats.Misses.Add(1)
+	if offset != 0 || length < 0 || !c.startFill(key, length) {
+		return c.inner.Open(ctx, key, offset, length)
+	}
+	rc, err := c.inner.Open(ctx, key, 0, length)
+	if err != nil {
+		c.endFill(key, length, nil)
+		return nil, err
+	}
+	f, err := os.CreateTemp(c.dir, ".fill-")
+	if err != nil {
+		c.logger.Warn("blob cache: cannot create a fill file", "err", err)
+		c.endFill(key, length, nil)
+		return rc, nil
+	}
+	return &fillBody{c: c, key: key, src: rc, f: f, want: length}, nil
+}
+
+// openEntry opens key's file for length bytes at offset, or reports a miss.
+// An entry shorter than what is asked (damaged, or the object is not what
+// the caller thinks) is dropped and the store answers instead.
+func (c *Cache) openEntry(key string, offset, length int64) (io.ReadCloser, bool) {
+	c.mu.Lock()
+	el, ok := c.entries[key]
+	if !ok {
+		c.mu.Unlock()
+		return nil, false
+	}
+	e := el.Value.(*cacheEntry)
+	if length < 0 {
+		length = max(e.size-offset, 0)
+	}
+	if offset+length > e.size {
+		victims := []*cacheEntry{c.unlinkLocked(el)}
+		c.mu.Unlock()
+		c.remove(victims)
+		return nil, false
+	}
+	c.lru.MoveToFront(el)
+	now := time.Now()
+	touch := now.Sub(e.touched) > cacheTouchEvery
+	if touch {
+		e.touched = now
+	}
+	c.mu.Unlock()
+
+	p := c.path(key)
+	f, err := os.Open(p)
+	if err != nil {
+		c.dropIf(key, e)
+		return nil, false
+	}
+	fi, err := f.Stat()
+	if err != nil || fi.Size() != e.size {
+		f.Close()
+		c.dropIf(key, e)
+		return nil, false
+	}
+	if offset > 0 {
+		if _, err := f.Seek(offset, io.SeekStart); err != nil {
+			f.Close()
+			return nil, false
+		}
+	}
+	if touch {
+		_ = os.Chtimes(p, time.Time{}, now)
+	}
+	c.stats.Hits.Add(1)
+	c.stats.HitBytes.Add(length)
+	return &directBody{src: f, n: length, closer: f}, true
+}
+
+// dropIf removes key's entry if it is still e.
+func (c *Cache) dropIf(key string, e *cacheEntry) {
+	c.mu.Lock()
+	var victims []*cacheEntry
+	if el, ok := c.entries[key]; ok && el.Value.(*cacheEntry) == e {
+		victims = append(victims, c.unlinkLocked(el))
+	}
+	c.mu.Unlock()
+	c.remove(victims)
+}
+
+// startFill reserves room for a fill of size bytes of key, unless the blob
+// is too big for the cache or another fill of it is under way.
+func (c *Cache) startFill(key string, size int64) bool {
+	if size > c.maxOne {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.filling[key] {
+		return false
+	}
+	c.filling[key] = true
+	c.used += size
+	return true
+}
+
+// endFill ends key's fill: with a file, it becomes the entry; without, the
+// reservation is released.
+func (c *Cache) endFill(key string, size int64, done *os.File) {
+	var victims []*cacheEntry
+	c.mu.Lock()
+	delete(c.filling, key)
+	if done == nil {
+		c.used -= size
+		c.mu.Unlock()
+		return
+	}
+	if el, ok := c.entries[key]; ok {
+		// Filled twice (a Delete raced): the newer file replaces it; the
+		// reservation already counts the new bytes.
+		victims = append(victims, c.unlinkLocked(el))
+	}
+	err := os.Rename(done.Name(), c.path(key))
+	if err != nil {
+		c.used -= size
+		c.mu.Unlock()
+		c.logger.Warn("blob cache: cannot keep a filled entry", "key", key, "err", err)
+		_ = os.Remove(done.Name())
+		c.remove(victims)
+		return
+	}
+	c.entries[key] = c.lru.PushFront(&cacheEntry{key: key, size: size, touched: time.Now()})
+	victims = append(victims, c.evictLocked(0)...)
+	c.mu.Unlock()
+	c.stats.Fills.Add(1)
+	c.remove(victims)
+}
+
+// unlinkLocked takes an entry out of the index; its file is removed by
+// remove, outside the lock. Readers that opened it keep reading.
+func (c *Cache) unlinkLocked(el *list.Element) *cacheEntry {
+	e := el.Value.(*cacheEntry)
+	c.lru.Remove(el)
+	delete(c.entries, e.key)
+	c.used -= e.size
+	return e
+}
+
+// evictLocked unlinks least recently read entries until used+extra fits.
+func (c *Cache) evictLocked(extra int64) []*cacheEntry {
+	var victims []*cacheEntry
+	for c.used+extra > c.max {
+		el := c.lru.Back()
+		if el == nil {
+			break
+		}
+		victims = append(victims, c.unlinkLocked(el))
+		c.stats.Evictions.Add(1)
+	}
+	return victims
+}
+
+// remove deletes the files of unlinked entries. A key re-filled in the
+// meantime has a new file under the same name only after endFill, which
+// unlinks first; so a victim's path is removed only if its entry is gone.
+func (c *Cache) remove(victims []*cacheEntry) {
+	for _, e := range victims {
+		c.mu.Lock()
+		_, back := c.entries[e.key]
+		c.mu.Unlock()
+		if back {
+			continue
+		}
+		if err := os.Remove(c.path(e.key)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			c.logger.Warn("blob cache: cannot remove an entry", "key", e.key, "err", err)
+		}
+	}
+}
+
+// fillBody streams a blob from the store to its reader and into a fill
+// file. Once every byte has been read, Close hands the file to a
+// goroutine that syncs it and makes it an entry; a short or failed read
+// drops it.
+type fillBody struct {
+	c      *Cache
+	key    string
+	src    io.ReadCloser
+	f      *os.File
+	want   int64
+	got    int64
+	failed bool
+}
+
+func (b *fillBody) Read(p []byte) (int, error) {
+	n, err := b.src.Read(p)
+	if n > 0 && !b.failed {
+		if _, werr := b.f.Write(p[:n]); werr != nil {
+			b.c.logger.Warn("blob cache: fill write failed", "key", b.key, "err", werr)
+			b.failed = true
+		}
+		b.got += int64(n)
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		b.failed = true
+	}
+	return n, err
+}
+
+func (b *fillBody) Close() error {
+	err := b.src.Close()
+	if b.failed || b.got != b.want {
+		b.f.Close()
+		_ = os.Remove(b.f.Name())
+		b.c.endFill(b.key, b.want, nil)
+		return err
+	}
+	b.c.fills.Add(1)
+	go func() {
+		defer b.c.fills.Done()
+		f := b.f
+		serr := f.Sync()
+		if cerr := f.Close(); serr == nil {
+			serr = cerr
+		}
+		if serr != nil {
+			b.c.logger.Warn("blob cache: fill sync failed", "key", b.key, "err", serr)
+			_ = os.Remove(f.Name())
+			b.c.endFill(b.key, b.want, nil)
+			return
+		}
+		b.c.endFill(b.key, b.want, f)
+	}()
+	return err
+}

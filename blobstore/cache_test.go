@@ -1,0 +1,333 @@
+package blobstore_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/flotilla/flotilla/blobstore"
+	"github.com/flotilla/flotilla/blobstore/drivertest"
+)
+
+// The driver suite through a cache over the filesystem driver. The suite's
+// two "nodes" share the cache folder, so that a Delete on one is seen by the
+// other as the Driver contract asks; in a cluster each node has a folder of
+// its own and reads only keys the blob index holds (see cache.go).
+func TestCacheDriverFS(t *testing.T) {
+	dir, cacheDir := t.TempDir(), t.TempDir()
+	drivertest.Run(t, func(t *testing.T) blobstore.Driver {
+		fs, err := blobstore.NewFS(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := blobstore.NewCache(fs, cacheDir, 64<<20, testLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	})
+}
+
+// cacheFixture is a cache over a filesystem store, with blobs put straight
+// into the store.
+type cacheFixture struct {
+	t     *testing.T
+	ctx   context.Context
+	store *blobstore.FS
+	dir   string
+	c     *blobstore.Cache
+}
+
+func newCacheFixture(t *testing.T, max int64) *cacheFixture {
+	t.Helper()
+	store, err := blobstore.NewFS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &cacheFixture{t: t, ctx: t.Context(), store: store, dir: t.TempDir()}
+	f.reopen(max)
+	return f
+}
+
+// reopen starts a new cache on the same folder, as a restart does.
+func (f *cacheFixture) reopen(max int64) {
+	f.t.Helper()
+	c, err := blobstore.NewCache(f.store, f.dir, max, testLogger(f.t))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.c = c
+}
+
+func (f *cacheFixture) put(n int, seed uint64) (string, []byte) {
+	f.t.Helper()
+	data := make([]byte, n)
+	r := mrand.New(mrand.NewPCG(seed, seed))
+	for i := range data {
+		data[i] = byte(r.Uint32())
+	}
+	u, err := f.store.StartUpload(f.ctx, newUploadID())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if u, err = f.store.Append(f.ctx, u, bytes.NewReader(data)); err != nil {
+		f.t.Fatal(err)
+	}
+	key, err := f.store.Complete(f.ctx, u)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return key, data
+}
+
+// read reads n bytes at off through the cache, to a socket-less buffer, and
+// waits for a fill to land.
+func (f *cacheFixture) read(key string, off, n int64) []byte {
+	f.t.Helper()
+	rc, err := f.c.Open(f.ctx, key, off, n)
+	if err != nil {
+		f.t.Fatalf("Open(%q, %d, %d): %v", key, off, n, err)
+	}
+	var buf bytes.Buffer
+	if _, err := io.Copy(&buf, rc); err != nil {
+		f.t.Fatalf("read %q: %v", key, err)
+	}
+	if err := rc.Close(); err != nil {
+		f.t.Fatalf("close %q: %v", key, err)
+	}
+	f.c.Wait()
+	return buf.Bytes()
+}
+
+// entries counts the entry files in the cache folder.
+func (f *cacheFixture) entries() int {
+	f.t.Helper()
+	des, err := os.ReadDir(f.dir)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	n := 0
+	for _, de := range des {
+		if !strings.HasPrefix(de.Name(), ".") {
+			n++
+		}
+	}
+	return n
+}
+
+func (f *cacheFixture) stats() (hits, misses, fills int64, used int64) {
+	s, used := f.c.Stats()
+	return s.Hits.Load(), s.Misses.Load(), s.Fills.Load(), used
+}
+
+var uploadSeq atomic.Int64
+
+func newUploadID() string { return fmt.Sprintf("cache-test-%d", uploadSeq.Add(1)) }
+
+func TestCache(t *testing.T) {
+	const size = 100 << 10
+	cases := []struct {
+		name string
+		max  int64
+		run  func(f *cacheFixture)
+	}{
+		{"a whole read fills, the next is served from the entry even without the store", 4 * size, func(f *cacheFixture) {
+			key, want := f.put(size, 1)
+			if got := f.read(key, 0, size); !bytes.Equal(got, want) {
+				f.t.Fatal("first read: wrong bytes")
+			}
+			if _, _, fills, used := f.stats(); fills != 1 || used != size {
+				f.t.Fatalf("after the first read: fills %d, used %d; want 1, %d", fills, used, size)
+			}
+			// Gone from the store: only the entry can answer now.
+			if err := f.store.Delete(f.ctx, key); err != nil {
+				f.t.Fatal(err)
+			}
+			if got := f.read(key, 0, size); !bytes.Equal(got, want) {
+				f.t.Fatal("second read: wrong bytes")
+			}
+			if got := f.read(key, 1000, 5000); !bytes.Equal(got, want[1000:6000]) {
+				f.t.Fatal("range from the entry: wrong bytes")
+			}
+			if got := f.read(key, 7, -1); !bytes.Equal(got, want[7:]) {
+				f.t.Fatal("read to the end from the entry: wrong bytes")
+			}
+			if hits, misses, _, _ := f.stats(); hits != 3 || misses != 1 {
+				f.t.Fatalf("hits %d misses %d, want 3 and 1", hits, misses)
+			}
+		}},
+		{"ranged and open-ended reads do not fill", 4 * size, func(f *cacheFixture) {
+			key, want := f.put(size, 2)
+			if got := f.read(key, 10, 100); !bytes.Equal(got, want[10:110]) {
+				f.t.Fatal("range: wrong bytes")
+			}
+			if got := f.read(key, 0, -1); !bytes.Equal(got, want) {
+				f.t.Fatal("open-ended: wrong bytes")
+			}
+			if _, _, fills, used := f.stats(); fills != 0 || used != 0 || f.entries() != 0 {
+				f.t.Fatalf("fills %d used %d entries %d, want none", fills, used, f.entries())
+			}
+		}},
+		{"a read abandoned half way keeps nothing", 4 * size, func(f *cacheFixture) {
+			key, _ := f.put(size, 3)
+			rc, err := f.c.Open(f.ctx, key, 0, size)
+			if err != nil {
+				f.t.Fatal(err)
+			}
+			if _, err := io.ReadFull(rc, make([]byte, size/2)); err != nil {
+				f.t.Fatal(err)
+			}
+			rc.Close()
+			f.c.Wait()
+			if _, _, fills, used := f.stats(); fills != 0 || used != 0 {
+				f.t.Fatalf("fills %d used %d, want 0 0", fills, used)
+			}
+			if des, _ := os.ReadDir(f.dir); len(des) != 0 {
+				f.t.Fatalf("%d files left in the cache folder", len(des))
+			}
+		}},
+		{"a blob over a quarter of the cache is not kept", 3 * size, func(f *cacheFixture) {
+			key, want := f.put(size, 4)
+			if got := f.read(key, 0, size); !bytes.Equal(got, want) {
+				f.t.Fatal("wrong bytes")
+			}
+			if _, _, fills, _ := f.stats(); fills != 0 {
+				f.t.Fatalf("fills %d, want 0", fills)
+			}
+		}},
+		{"least recently read out first, within the bound", 4 * size, func(f *cacheFixture) {
+			var keys []string
+			var blobs [][]byte
+			for i := range 4 {
+				k, b := f.put(size, uint64(10+i))
+				keys, blobs = append(keys, k), append(blobs, b)
+				f.read(k, 0, size)
+			}
+			f.read(keys[0], 0, size) // keys[1] is now the oldest
+			k5, b5 := f.put(size, 20)
+			f.read(k5, 0, size)
+			if _, _, _, used := f.stats(); used > 4*size {
+				f.t.Fatalf("used %d over the bound %d", used, 4*size)
+			}
+			if n := f.entries(); n != 4 {
+				f.t.Fatalf("%d entries, want 4", n)
+			}
+			// Only the evicted one needs the store.
+			for _, k := range []string{keys[0], keys[2], keys[3], k5} {
+				if err := f.store.Delete(f.ctx, k); err != nil {
+					f.t.Fatal(err)
+				}
+			}
+			for i, k := range []string{keys[0], keys[2], keys[3], k5} {
+				want := [][]byte{blobs[0], blobs[2], blobs[3], b5}[i]
+				if got := f.read(k, 0, size); !bytes.Equal(got, want) {
+					f.t.Fatalf("entry %d: wrong bytes", i)
+				}
+			}
+			if got := f.read(keys[1], 0, size); !bytes.Equal(got, blobs[1]) {
+				f.t.Fatal("evicted blob from the store: wrong bytes")
+			}
+		}},
+		{"Delete removes the entry and the object", 4 * size, func(f *cacheFixture) {
+			key, _ := f.put(size, 5)
+			f.read(key, 0, size)
+			if err := f.c.Delete(f.ctx, key); err != nil {
+				f.t.Fatal(err)
+			}
+			if n := f.entries(); n != 0 {
+				f.t.Fatalf("%d entries after Delete", n)
+			}
+			if _, err := f.c.Open(f.ctx, key, 0, size); !errors.Is(err, blobstore.ErrNotFound) {
+				f.t.Fatalf("Open after Delete: %v, want ErrNotFound", err)
+			}
+		}},
+		{"entries outlive a restart, unfinished fills do not", 4 * size, func(f *cacheFixture) {
+			key, want := f.put(size, 6)
+			f.read(key, 0, size)
+			if err := os.WriteFile(filepath.Join(f.dir, ".fill-123"), []byte("half"), 0o644); err != nil {
+				f.t.Fatal(err)
+			}
+			f.reopen(4 * size)
+			if err := f.store.Delete(f.ctx, key); err != nil {
+				f.t.Fatal(err)
+			}
+			if got := f.read(key, 0, size); !bytes.Equal(got, want) {
+				f.t.Fatal("after restart: wrong bytes")
+			}
+			if _, err := os.Stat(filepath.Join(f.dir, ".fill-123")); !errors.Is(err, os.ErrNotExist) {
+				f.t.Fatalf("unfinished fill kept: %v", err)
+			}
+			// A smaller bound on restart trims.
+			f.reopen(size / 2)
+			if n := f.entries(); n != 0 {
+				f.t.Fatalf("%d entries over a smaller bound", n)
+			}
+		}},
+		{"a damaged entry is dropped and the store answers", 4 * size, func(f *cacheFixture) {
+			key, want := f.put(size, 7)
+			f.read(key, 0, size)
+			des, _ := os.ReadDir(f.dir)
+			if len(des) != 1 {
+				f.t.Fatalf("%d files, want 1", len(des))
+			}
+			if err := os.Truncate(filepath.Join(f.dir, des[0].Name()), size/2); err != nil {
+				f.t.Fatal(err)
+			}
+			if got := f.read(key, 0, size); !bytes.Equal(got, want) {
+				f.t.Fatal("wrong bytes after damage")
+			}
+			// That read filled again, whole.
+			if got := f.read(key, 0, size); !bytes.Equal(got, want) {
+				f.t.Fatal("wrong bytes after the refill")
+			}
+			if hits, _, fills, _ := f.stats(); hits != 1 || fills != 2 {
+				f.t.Fatalf("hits %d fills %d, want 1 and 2", hits, fills)
+			}
+		}},
+		{"concurrent first reads fill once", 4 * size, func(f *cacheFixture) {
+			key, want := f.put(size, 8)
+			var wg sync.WaitGroup
+			errs := make(chan error, 8)
+			for range 8 {
+				wg.Go(func() {
+					rc, err := f.c.Open(f.ctx, key, 0, size)
+					if err != nil {
+						errs <- err
+						return
+					}
+					defer rc.Close()
+					got, err := io.ReadAll(rc)
+					if err == nil && !bytes.Equal(got, want) {
+						err = errors.New("wrong bytes")
+					}
+					if err != nil {
+						errs <- err
+					}
+				})
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				f.t.Fatal(err)
+			}
+			f.c.Wait()
+			if _, _, fills, used := f.stats(); fills != 1 || used != size {
+				f.t.Fatalf("fills %d used %d, want 1 and %d", fills, used, size)
+			}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.run(newCacheFixture(t, tc.max))
+		})
+	}
+}
