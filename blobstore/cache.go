@@ -219,22 +219,29 @@ func (c *Cache) Open(ctx context.Context, key string, offset, length int64) (io.
 	if body, ok := c.openEntry(key, offset, length); ok {
 		return body, nil
 	}
-	c.stats.Misses.Add(1)
 	if offset != 0 || length < 0 || !c.startFill(key, length) {
+		// A fill that ended since the miss above made an entry.
+		if body, ok := c.openEntry(key, offset, length); ok {
+			return body, nil
+		}
+		c.stats.Misses.Add(1)
 		return c.inner.Open(ctx, key, offset, length)
 	}
+	c.stats.Misses.Add(1)
 	rc, err := c.inner.Open(ctx, key, 0, length)
 	if err != nil {
 		c.endFill(key, length, nil)
 		return nil, err
 	}
-	f, err := os.CreateTemp(c.dir, ".fill-")
+	fl, r, err := c.newFill(key, length)
 	if err != nil {
-		c.logger.Warn("blob cache: cannot create a fill file", "err", err)
+		c.logger.Warn("blob cache: cannot start a fill", "err", err)
 		c.endFill(key, length, nil)
 		return rc, nil
 	}
-	return &fillBody{c: c, key: key, src: rc, f: f, want: length}, nil
+	c.fills.Add(1)
+	go fl.run(rc)
+	return &followBody{fl: fl, r: r, n: length}, nil
 }
 
 // openEntry opens key's file for length bytes at offset, or reports a miss.
@@ -302,19 +309,23 @@ func (c *Cache) dropIf(key string, e *cacheEntry) {
 	c.remove(victims)
 }
 
-// startFill reserves room for a fill of size bytes of key, unless the blob
-// is too big for the cache or another fill of it is under way.
+// startFill reserves room for a fill of size bytes of key, evicting to make
+// it, unless the blob is too big for the cache, another fill of it is under
+// way, or it is cached by now.
 func (c *Cache) startFill(key string, size int64) bool {
 	if size > c.maxOne {
 		return false
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.filling[key] {
+	if _, cached := c.entries[key]; cached || c.filling[key] {
+		c.mu.Unlock()
 		return false
 	}
 	c.filling[key] = true
+	victims := c.evictLocked(size)
 	c.used += size
+	c.mu.Unlock()
+	c.remove(victims)
 	return true
 }
 
@@ -391,58 +402,249 @@ func (c *Cache) remove(victims []*cacheEntry) {
 	}
 }
 
-// fillBody streams a blob from the store to its reader and into a fill
-// file. Once every byte has been read, Close hands the file to a
-// goroutine that syncs it and makes it an entry; a short or failed read
-// drops it.
-type fillBody struct {
-	c      *Cache
-	key    string
-	src    io.ReadCloser
-	f      *os.File
-	want   int64
-	got    int64
-	failed bool
+// fill writes one blob from the store into a fill file, ahead of the
+// reader that asked for it, which follows the bytes on disk (followBody).
+// The store is read as fast as it answers: with the zero-copy S3 read the
+// kernel splices its socket into the file, and the reader's copy to the
+// client is a sendfile from the page cache.
+type cacheFill struct {
+	c    *Cache
+	key  string
+	size int64
+	f    *os.File
+
+	mu       sync.Mutex
+	progress chan struct{} // closed, and replaced, whenever written or err change
+	written  int64
+	err      error // the fill failed or was abandoned
+	closeSrc func() error
 }
 
-func (b *fillBody) Read(p []byte) (int, error) {
-	n, err := b.src.Read(p)
-	if n > 0 && !b.failed {
-		if _, werr := b.f.Write(p[:n]); werr != nil {
-			b.c.logger.Warn("blob cache: fill write failed", "key", b.key, "err", werr)
-			b.failed = true
-		}
-		b.got += int64(n)
+// fillStep: bytes spliced into the file between two wake-ups of its reader.
+const fillStep = 256 << 10
+
+func (c *Cache) newFill(key string, size int64) (*cacheFill, *os.File, error) {
+	f, err := os.CreateTemp(c.dir, ".fill-")
+	if err != nil {
+		return nil, nil, err
 	}
-	if err != nil && !errors.Is(err, io.EOF) {
-		b.failed = true
+	r, err := os.Open(f.Name())
+	if err != nil {
+		f.Close()
+		_ = os.Remove(f.Name())
+		return nil, nil, err
+	}
+	return &cacheFill{c: c, key: key, size: size, f: f, progress: make(chan struct{})}, r, nil
+}
+
+// run copies src into the fill file, then keeps the file as the entry if
+// every byte arrived.
+func (fl *cacheFill) run(src io.ReadCloser) {
+	defer fl.c.fills.Done()
+	var once sync.Once
+	var srcErr error
+	closeSrc := func() error { once.Do(func() { srcErr = src.Close() }); return srcErr }
+	fl.mu.Lock()
+	fl.closeSrc = closeSrc
+	fl.mu.Unlock()
+
+	err := fl.copy(src)
+	_ = closeSrc()
+	if err == nil {
+		err = fl.f.Sync()
+	}
+	if cerr := fl.f.Close(); err == nil {
+		err = cerr
+	}
+	fl.mu.Lock()
+	if fl.err != nil {
+		err = fl.err // abandoned by the reader
+	}
+	fl.mu.Unlock()
+	if err != nil {
+		fl.fail(err)
+		_ = os.Remove(fl.f.Name())
+		fl.c.endFill(fl.key, fl.size, nil)
+		return
+	}
+	fl.c.endFill(fl.key, fl.size, fl.f)
+}
+
+func (fl *cacheFill) copy(src io.Reader) error {
+	d, ok := src.(*directBody)
+	if !ok {
+		return fl.copyBuffered(src)
+	}
+	// The head the response parser read ahead, then the socket itself,
+	// which the file's ReadFrom splices.
+	if len(d.head) > 0 {
+		if _, err := fl.f.Write(d.head); err != nil {
+			return err
+		}
+		fl.advance(int64(len(d.head)))
+		d.head = nil
+	}
+	for {
+		left, aborted := fl.left()
+		if aborted || left == 0 {
+			return nil
+		}
+		n, err := fl.f.ReadFrom(&io.LimitedReader{R: d.src, N: min(left, fillStep)})
+		fl.advance(n)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return io.ErrUnexpectedEOF
+		}
+	}
+}
+
+// copyBuffered copies any other body, publishing every read.
+func (fl *cacheFill) copyBuffered(src io.Reader) error {
+	buf := make([]byte, 64<<10)
+	for {
+		left, aborted := fl.left()
+		if aborted || left == 0 {
+			return nil
+		}
+		n, err := src.Read(buf[:min(left, int64(len(buf)))])
+		if n > 0 {
+			if _, werr := fl.f.Write(buf[:n]); werr != nil {
+				return werr
+			}
+			fl.advance(int64(n))
+		}
+		if errors.Is(err, io.EOF) {
+			if left > int64(n) {
+				return io.ErrUnexpectedEOF
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (fl *cacheFill) left() (int64, bool) {
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	return fl.size - fl.written, fl.err != nil
+}
+
+func (fl *cacheFill) advance(n int64) {
+	if n == 0 {
+		return
+	}
+	fl.mu.Lock()
+	fl.written += n
+	close(fl.progress)
+	fl.progress = make(chan struct{})
+	fl.mu.Unlock()
+}
+
+func (fl *cacheFill) fail(err error) {
+	fl.mu.Lock()
+	if fl.err == nil {
+		fl.err = err
+		close(fl.progress)
+		fl.progress = make(chan struct{})
+	}
+	fl.mu.Unlock()
+}
+
+// abandon stops a fill whose reader went away before the end: the store's
+// body is closed to unblock the copy, and the file is dropped.
+func (fl *cacheFill) abandon() {
+	fl.mu.Lock()
+	if fl.written == fl.size || fl.err != nil {
+		fl.mu.Unlock()
+		return
+	}
+	fl.err = errFillAbandoned
+	close(fl.progress)
+	fl.progress = make(chan struct{})
+	closeSrc := fl.closeSrc
+	fl.mu.Unlock()
+	if closeSrc != nil {
+		_ = closeSrc()
+	}
+}
+
+var errFillAbandoned = errors.New("blob cache: fill abandoned by its reader")
+
+// ready waits until bytes past off are in the file and returns how many
+// are, or the fill's error.
+func (fl *cacheFill) ready(off int64) (int64, error) {
+	for {
+		fl.mu.Lock()
+		written, err, progress := fl.written, fl.err, fl.progress
+		fl.mu.Unlock()
+		if written > off {
+			return written, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+		<-progress
+	}
+}
+
+// followBody reads a blob from its fill file as the fill writes it.
+type followBody struct {
+	fl  *cacheFill
+	r   *os.File // own descriptor on the fill file, at off
+	off int64
+	n   int64
+}
+
+func (b *followBody) Read(p []byte) (int, error) {
+	if b.off >= b.n {
+		return 0, io.EOF
+	}
+	written, err := b.fl.ready(b.off)
+	if err != nil {
+		return 0, err
+	}
+	p = p[:min(int64(len(p)), written-b.off)]
+	n, err := b.r.Read(p)
+	b.off += int64(n)
+	if err == io.EOF {
+		err = nil // the fill is ahead of the file's end as this reader saw it
 	}
 	return n, err
 }
 
-func (b *fillBody) Close() error {
-	err := b.src.Close()
-	if b.failed || b.got != b.want {
-		b.f.Close()
-		_ = os.Remove(b.f.Name())
-		b.c.endFill(b.key, b.want, nil)
-		return err
+// WriteTo hands each run of written bytes to w's ReadFrom: sendfile when w
+// is a TCP connection.
+func (b *followBody) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for b.off < b.n {
+		written, err := b.fl.ready(b.off)
+		if err != nil {
+			return total, err
+		}
+		lr := &io.LimitedReader{R: b.r, N: written - b.off}
+		var n int64
+		if rf, ok := w.(io.ReaderFrom); ok {
+			n, err = rf.ReadFrom(lr)
+		} else {
+			n, err = io.Copy(w, lr)
+		}
+		b.off += n
+		total += n
+		if err != nil {
+			return total, err
+		}
+		if n == 0 {
+			return total, io.ErrUnexpectedEOF
+		}
 	}
-	b.c.fills.Add(1)
-	go func() {
-		defer b.c.fills.Done()
-		f := b.f
-		serr := f.Sync()
-		if cerr := f.Close(); serr == nil {
-			serr = cerr
-		}
-		if serr != nil {
-			b.c.logger.Warn("blob cache: fill sync failed", "key", b.key, "err", serr)
-			_ = os.Remove(f.Name())
-			b.c.endFill(b.key, b.want, nil)
-			return
-		}
-		b.c.endFill(b.key, b.want, f)
-	}()
-	return err
+	return total, nil
+}
+
+func (b *followBody) Close() error {
+	b.fl.abandon()
+	return b.r.Close()
 }

@@ -43,6 +43,7 @@ type cacheFixture struct {
 	t     *testing.T
 	ctx   context.Context
 	store *blobstore.FS
+	inner blobstore.Driver // what the cache reads: store, or a gate around it
 	dir   string
 	c     *blobstore.Cache
 }
@@ -53,7 +54,7 @@ func newCacheFixture(t *testing.T, max int64) *cacheFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &cacheFixture{t: t, ctx: t.Context(), store: store, dir: t.TempDir()}
+	f := &cacheFixture{t: t, ctx: t.Context(), store: store, inner: store, dir: t.TempDir()}
 	f.reopen(max)
 	return f
 }
@@ -61,7 +62,7 @@ func newCacheFixture(t *testing.T, max int64) *cacheFixture {
 // reopen starts a new cache on the same folder, as a restart does.
 func (f *cacheFixture) reopen(max int64) {
 	f.t.Helper()
-	c, err := blobstore.NewCache(f.store, f.dir, max, testLogger(f.t))
+	c, err := blobstore.NewCache(f.inner, f.dir, max, testLogger(f.t))
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -129,6 +130,39 @@ func (f *cacheFixture) stats() (hits, misses, fills int64, used int64) {
 	return s.Hits.Load(), s.Misses.Load(), s.Fills.Load(), used
 }
 
+// gatedStore lets a blob body yield only its first allow bytes until
+// release is closed: a store slower than the cache's reader.
+type gatedStore struct {
+	blobstore.Driver
+	allow   int64
+	release chan struct{}
+}
+
+func (g *gatedStore) Open(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	rc, err := g.Driver.Open(ctx, key, off, n)
+	if err != nil {
+		return nil, err
+	}
+	return &gatedBody{ReadCloser: rc, g: g}, nil
+}
+
+type gatedBody struct {
+	io.ReadCloser
+	g    *gatedStore
+	read int64
+}
+
+func (b *gatedBody) Read(p []byte) (int, error) {
+	if b.read >= b.g.allow {
+		<-b.g.release
+	} else {
+		p = p[:min(int64(len(p)), b.g.allow-b.read)]
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.read += int64(n)
+	return n, err
+}
+
 var uploadSeq atomic.Int64
 
 func newUploadID() string { return fmt.Sprintf("cache-test-%d", uploadSeq.Add(1)) }
@@ -177,22 +211,73 @@ func TestCache(t *testing.T) {
 				f.t.Fatalf("fills %d used %d entries %d, want none", fills, used, f.entries())
 			}
 		}},
-		{"a read abandoned half way keeps nothing", 4 * size, func(f *cacheFixture) {
-			key, _ := f.put(size, 3)
+		{"a reader that leaves before the fill is done keeps nothing", 4 * size, func(f *cacheFixture) {
+			key, want := f.put(size, 3)
+			gate := &gatedStore{Driver: f.store, allow: size / 2, release: make(chan struct{})}
+			f.inner = gate
+			f.reopen(4 * size)
 			rc, err := f.c.Open(f.ctx, key, 0, size)
 			if err != nil {
 				f.t.Fatal(err)
 			}
-			if _, err := io.ReadFull(rc, make([]byte, size/2)); err != nil {
-				f.t.Fatal(err)
+			half := make([]byte, size/2)
+			if _, err := io.ReadFull(rc, half); err != nil || !bytes.Equal(half, want[:size/2]) {
+				f.t.Fatalf("first half: %v", err)
 			}
 			rc.Close()
+			close(gate.release)
 			f.c.Wait()
 			if _, _, fills, used := f.stats(); fills != 0 || used != 0 {
 				f.t.Fatalf("fills %d used %d, want 0 0", fills, used)
 			}
 			if des, _ := os.ReadDir(f.dir); len(des) != 0 {
 				f.t.Fatalf("%d files left in the cache folder", len(des))
+			}
+		}},
+		{"a reader that leaves after the fill is done keeps the entry", 4 * size, func(f *cacheFixture) {
+			key, want := f.put(size, 9)
+			rc, err := f.c.Open(f.ctx, key, 0, size)
+			if err != nil {
+				f.t.Fatal(err)
+			}
+			if _, err := io.ReadFull(rc, make([]byte, 10)); err != nil {
+				f.t.Fatal(err)
+			}
+			f.c.Wait() // the fill runs ahead of its reader, to the end
+			rc.Close()
+			if _, _, fills, _ := f.stats(); fills != 1 {
+				f.t.Fatalf("fills %d, want 1", fills)
+			}
+			if err := f.store.Delete(f.ctx, key); err != nil {
+				f.t.Fatal(err)
+			}
+			if got := f.read(key, 0, size); !bytes.Equal(got, want) {
+				f.t.Fatal("from the entry: wrong bytes")
+			}
+		}},
+		{"a reader follows a fill that is slower than itself", 4 * size, func(f *cacheFixture) {
+			key, want := f.put(size, 10)
+			gate := &gatedStore{Driver: f.store, allow: size / 3, release: make(chan struct{})}
+			f.inner = gate
+			f.reopen(4 * size)
+			rc, err := f.c.Open(f.ctx, key, 0, size)
+			if err != nil {
+				f.t.Fatal(err)
+			}
+			got := make(chan []byte, 1)
+			go func() {
+				var buf bytes.Buffer
+				_, _ = io.Copy(&buf, rc)
+				got <- buf.Bytes()
+			}()
+			close(gate.release)
+			if b := <-got; !bytes.Equal(b, want) {
+				f.t.Fatalf("followed read: %d bytes, right bytes %v", len(b), bytes.Equal(b, want))
+			}
+			rc.Close()
+			f.c.Wait()
+			if _, _, fills, _ := f.stats(); fills != 1 {
+				f.t.Fatalf("fills %d, want 1", fills)
 			}
 		}},
 		{"a blob over a quarter of the cache is not kept", 3 * size, func(f *cacheFixture) {

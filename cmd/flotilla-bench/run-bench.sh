@@ -4,6 +4,9 @@
 #   minio         MinIO, driven directly with minio-go (flotilla-bench s3)
 #   distribution  CNCF Distribution v3.1.2 with its s3 driver on that MinIO
 #   flotilla      one flotilla node with --blob-store s3 on that MinIO
+#   flotilla-cache  a second node on that MinIO with a local blob cache
+#                 (--blob-cache-size $BLOB_CACHE): its first pull of a blob
+#                 fills the cache, later pulls are served from local disk
 #
 # Points: 32 MiB blobs with 4 streams (push, then pull), and manifest PUT and
 # GET by tag with 1, 16 and 64 clients. Every point runs REPS times, the
@@ -18,7 +21,8 @@
 #   OUT=dir  (JSON reports and logs are kept there; default a new temp dir)
 #   PERF=1   (record a `perf` CPU profile of the flotilla process; the report
 #             is printed at the end and perf.data kept in OUT)
-#   SYSTEMS="minio distribution flotilla"
+#   SYSTEMS="minio distribution flotilla flotilla-cache"
+#   BLOB_CACHE=2GiB  (flotilla-cache's --blob-cache-size)
 #   CHUNK=8MiB  (also push the blobs in PATCH chunks of that size)
 #
 # Usage: cmd/flotilla-bench/run-bench.sh    (from anywhere; takes ~15 minutes)
@@ -37,7 +41,8 @@ STREAMS=${STREAMS:-4}
 MANIFEST_DURATION=${MANIFEST_DURATION:-10s}
 CLIENTS=${CLIENTS:-"1 16 64"}
 FLOTILLA_BLOB_STORE=${FLOTILLA_BLOB_STORE:-s3}
-SYSTEMS=${SYSTEMS:-"minio distribution flotilla"}
+SYSTEMS=${SYSTEMS:-"minio distribution flotilla flotilla-cache"}
+BLOB_CACHE=${BLOB_CACHE:-2GiB}
 TOOLS_BIN="${FLOTILLA_TOOLS:-$HOME/.cache/flotilla-tools}/bin"
 MINIO_BIN=${MINIO_BIN:-$TOOLS_BIN/minio}
 REGISTRY_BIN=${REGISTRY_BIN:-$TOOLS_BIN/registry}
@@ -167,6 +172,18 @@ FL_PID=$!
 PIDS+=($FL_PID)
 wait_ready "http://$FL_ADDR/readyz" "$FL_PID" flotilla
 
+FC_ADDR="" FC_PID=""
+if [[ " $SYSTEMS " == *" flotilla-cache "* ]]; then
+	FC_ADDR=127.0.0.1:$(freeport)
+	FC_ARGS=(serve --data-dir "$WORK/flotilla-cache-data" --http-addr "$FC_ADDR" --raft-addr "127.0.0.1:$(freeport)" --grpc-addr "127.0.0.1:$(freeport)"
+		--blob-store s3 --s3-endpoint "$MINIO_ADDR" --s3-insecure --s3-access-key $KEY --s3-secret-key $SECRET --s3-bucket flotilla-cache
+		--blob-cache-size "$BLOB_CACHE")
+	echo "==> flotilla-cache on $FC_ADDR (${FC_ARGS[*]})"
+	"$WORK/flotilla" "${FC_ARGS[@]}" >"$OUT/flotilla-cache.log" 2>&1 &
+	FC_PID=$!
+	PIDS+=($FC_PID)
+	wait_ready "http://$FC_ADDR/readyz" "$FC_PID" flotilla-cache
+fi
 
 if [ "${PERF:-0}" = 1 ]; then
 	echo "==> perf record on flotilla (pid $FL_PID)"
@@ -178,6 +195,7 @@ addr_of() {
 	case "$1" in
 	distribution) echo "$DIST_ADDR" ;;
 	flotilla) echo "$FL_ADDR" ;;
+	flotilla-cache) echo "$FC_ADDR" ;;
 	esac
 }
 watch_of() {
@@ -185,6 +203,7 @@ watch_of() {
 	minio) echo "minio=$MINIO_PID" ;;
 	distribution) echo "distribution=$DIST_PID,minio=$MINIO_PID" ;;
 	flotilla) echo "flotilla=$FL_PID,minio=$MINIO_PID" ;;
+	flotilla-cache) echo "flotilla=$FC_PID,minio=$MINIO_PID" ;;
 	esac
 }
 label_of() {
@@ -221,14 +240,14 @@ for rep in $(seq 1 "$REPS"); do
 	done
 	if [ -n "${CHUNK:-}" ]; then
 		for sys in $SYSTEMS; do
-			[ "$sys" = minio ] && continue
+			[ "$sys" = minio ] || [ "$sys" = flotilla-cache ] && continue
 			run "$sys" "$sys-blobs-chunked-$rep" blobs --label "$(label_of "$sys")" --registry "$(addr_of "$sys")" \
 				--size "$SIZE" --concurrency "$STREAMS" --count "$COUNT" --chunk "$CHUNK" --pull-rounds "$PULL_ROUNDS"
 		done
 	fi
 	for c in $CLIENTS; do
 		for sys in $SYSTEMS; do
-			[ "$sys" = minio ] && continue
+			[ "$sys" = minio ] || [ "$sys" = flotilla-cache ] && continue
 			run "$sys" "$sys-manifests-c$c-$rep" manifests --label "$(label_of "$sys")" --registry "$(addr_of "$sys")" \
 				--concurrency "$c" --duration "$MANIFEST_DURATION"
 		done
@@ -247,6 +266,14 @@ echo
 echo "flotilla tree $REV; load average over the runs: $(awk '{print $2}' "$OUT/loadavg.txt" | sort -n | awk '{a[NR]=$1} END {print "min " a[1] ", median " a[int((NR+1)/2)] ", max " a[NR]}')"
 echo
 "$BENCH" table --subject "$FL_LABEL" --baselines distribution,minio "$OUT"
+if [ -n "$FC_ADDR" ]; then
+	echo
+	echo "With the blob cache (flotilla-cache: each blob's first pull fills the cache):"
+	echo
+	"$BENCH" table --subject flotilla-cache --baselines distribution,minio,"$FL_LABEL" "$OUT" | sed -n '/^| flotilla-cache vs/,$p'
+	echo
+	echo "flotilla-cache metrics: $(curl -s "http://$FC_ADDR/metrics" | grep '^flotilla_blob_cache' | tr '\n' ' ')"
+fi
 echo
 echo "reports and logs: $OUT"
 if [ -f "$OUT/flotilla.perf.data" ]; then
