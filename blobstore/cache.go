@@ -39,7 +39,7 @@ type Cache struct {
 	entries map[string]*list.Element // key -> *cacheEntry in lru
 	lru     *list.List               // front: most recently read
 	used    int64                    // bytes of entries plus fills in progress
-	filling map[string]bool
+	filling map[string]bool // key -> keep the fill (false once Deleted)
 
 	fills sync.WaitGroup
 	stats CacheStats
@@ -197,12 +197,16 @@ func (c *Cache) List(ctx context.Context) ([]string, error) {
 	return l.List(ctx)
 }
 
-// Delete removes the entry, then the object.
+// Delete removes the entry (a fill under way is dropped when it ends), then
+// the object.
 func (c *Cache) Delete(ctx context.Context, key string) error {
 	c.mu.Lock()
 	var victims []*cacheEntry
 	if el, ok := c.entries[key]; ok {
 		victims = append(victims, c.unlinkLocked(el))
+	}
+	if _, ok := c.filling[key]; ok {
+		c.filling[key] = false
 	}
 	c.mu.Unlock()
 	c.remove(victims)
@@ -317,7 +321,11 @@ func (c *Cache) startFill(key string, size int64) bool {
 		return false
 	}
 	c.mu.Lock()
-	if _, cached := c.entries[key]; cached || c.filling[key] {
+	if _, cached := c.entries[key]; cached {
+		c.mu.Unlock()
+		return false
+	}
+	if _, busy := c.filling[key]; busy {
 		c.mu.Unlock()
 		return false
 	}
@@ -334,16 +342,15 @@ func (c *Cache) startFill(key string, size int64) bool {
 func (c *Cache) endFill(key string, size int64, done *os.File) {
 	var victims []*cacheEntry
 	c.mu.Lock()
+	keep := c.filling[key]
 	delete(c.filling, key)
-	if done == nil {
+	if done == nil || !keep {
 		c.used -= size
 		c.mu.Unlock()
+		if done != nil {
+			_ = os.Remove(done.Name())
+		}
 		return
-	}
-	if el, ok := c.entries[key]; ok {
-		// Filled twice (a Delete raced): the newer file replaces it; the
-		// reservation already counts the new bytes.
-		victims = append(victims, c.unlinkLocked(el))
 	}
 	err := os.Rename(done.Name(), c.path(key))
 	if err != nil {
@@ -351,7 +358,6 @@ func (c *Cache) endFill(key string, size int64, done *os.File) {
 		c.mu.Unlock()
 		c.logger.Warn("blob cache: cannot keep a filled entry", "key", key, "err", err)
 		_ = os.Remove(done.Name())
-		c.remove(victims)
 		return
 	}
 	c.entries[key] = c.lru.PushFront(&cacheEntry{key: key, size: size, touched: time.Now()})

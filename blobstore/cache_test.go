@@ -280,6 +280,29 @@ func TestCache(t *testing.T) {
 				f.t.Fatalf("fills %d, want 1", fills)
 			}
 		}},
+		{"a Delete during a fill drops the fill", 4 * size, func(f *cacheFixture) {
+			key, want := f.put(size, 11)
+			gate := &gatedStore{Driver: f.store, allow: size / 2, release: make(chan struct{})}
+			f.inner = gate
+			f.reopen(4 * size)
+			rc, err := f.c.Open(f.ctx, key, 0, size)
+			if err != nil {
+				f.t.Fatal(err)
+			}
+			if err := f.c.Delete(f.ctx, key); err != nil {
+				f.t.Fatal(err)
+			}
+			close(gate.release)
+			got, err := io.ReadAll(rc) // the open file outlives the Delete
+			rc.Close()
+			if err != nil || !bytes.Equal(got, want) {
+				f.t.Fatalf("read across the Delete: %v", err)
+			}
+			f.c.Wait()
+			if _, _, fills, used := f.stats(); fills != 0 || used != 0 || f.entries() != 0 {
+				f.t.Fatalf("fills %d used %d entries %d, want none", fills, used, f.entries())
+			}
+		}},
 		{"a blob over a quarter of the cache is not kept", 3 * size, func(f *cacheFixture) {
 			key, want := f.put(size, 4)
 			if got := f.read(key, 0, size); !bytes.Equal(got, want) {

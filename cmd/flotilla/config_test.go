@@ -71,3 +71,41 @@ func TestConfigSources(t *testing.T) {
 		})
 	}
 }
+
+func TestByteSizeFlag(t *testing.T) {
+	cases := []struct {
+		in      string
+		want    int64
+		wantErr bool
+	}{
+		{in: "0", want: 0},
+		{in: "1048576", want: 1 << 20},
+		{in: "512MiB", want: 512 << 20},
+		{in: "20GiB", want: 20 << 30},
+		{in: "2GB", want: 2_000_000_000},
+		{in: "lots", wantErr: true},
+		{in: "-1GiB", wantErr: true},
+		{in: "99999999EiB", wantErr: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.in, func(t *testing.T) {
+			var v int64
+			err := (&byteSize{&v}).Set(tc.in)
+			if (err != nil) != tc.wantErr || v != tc.want {
+				t.Fatalf("Set(%q) = %d, %v; want %d, error %v", tc.in, v, err, tc.want, tc.wantErr)
+			}
+		})
+	}
+	// Through the serve command's flags, from a config file key.
+	cmd := newServeCommand()
+	path := filepath.Join(t.TempDir(), "flotilla.yaml")
+	if err := os.WriteFile(path, []byte("blob-cache-size: 3GiB\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := applyConfigSources(cmd.Flags(), path); err != nil {
+		t.Fatal(err)
+	}
+	if got := cmd.Flags().Lookup("blob-cache-size").Value.String(); got != "3.0 GiB" {
+		t.Fatalf("blob-cache-size from the file: %q", got)
+	}
+}
