@@ -39,7 +39,7 @@ type Cache struct {
 	entries map[string]*list.Element // key -> *cacheEntry in lru
 	lru     *list.List               // front: most recently read
 	used    int64                    // bytes of entries plus fills in progress
-	filling map[string]bool // key -> keep the fill (false once Deleted)
+	filling map[string]bool          // key -> keep the fill (false once Deleted)
 
 	fills sync.WaitGroup
 	stats CacheStats
