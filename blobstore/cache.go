@@ -3,7 +3,6 @@ package blobstore
 import (
 	"container/list"
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,8 +31,9 @@ import (
 type Cache struct {
 	inner  Driver
 	dir    string
-	max    int64 // bytes of entries, at most
-	maxOne int64 // largest blob kept
+	lock   *os.File // flock: one cache per folder
+	max    int64    // bytes of entries, at most
+	maxOne int64    // largest blob kept
 	logger *slog.Logger
 
 	mu      sync.Mutex
@@ -40,6 +41,7 @@ type Cache struct {
 	lru     *list.List               // front: most recently read
 	used    int64                    // bytes of entries plus fills in progress
 	filling map[string]bool          // key -> keep the fill (false once Deleted)
+	goneSeq uint64                   // names evicted files on their way out
 
 	fills sync.WaitGroup
 	stats CacheStats
@@ -75,14 +77,34 @@ func NewCache(inner Driver, dir string, maxBytes int64, logger *slog.Logger) (*C
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("blobstore cache: %w", err)
 	}
+	lock, err := os.OpenFile(filepath.Join(dir, cacheLockName), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("blobstore cache: %w", err)
+	}
+	if ok, err := tryLock(lock); err != nil || !ok {
+		lock.Close()
+		if err == nil {
+			err = errors.New("another process uses it")
+		}
+		return nil, fmt.Errorf("blobstore cache: folder %s: %w", dir, err)
+	}
 	c := &Cache{
-		inner: inner, dir: dir, max: maxBytes, maxOne: max(maxBytes/4, 1), logger: logger,
+		inner: inner, dir: dir, lock: lock, max: maxBytes, maxOne: max(maxBytes/4, 1), logger: logger,
 		entries: map[string]*list.Element{}, lru: list.New(), filling: map[string]bool{},
 	}
 	if err := c.load(); err != nil {
+		lock.Close()
 		return nil, err
 	}
 	return c, nil
+}
+
+const cacheLockName = ".lock"
+
+// Close waits for fills under way to end and releases the folder.
+func (c *Cache) Close() error {
+	c.fills.Wait()
+	return c.lock.Close()
 }
 
 // load indexes the entries on disk, most recently used (mtime) first, and
@@ -94,13 +116,15 @@ func (c *Cache) load() error {
 	}
 	var found []*cacheEntry
 	for _, de := range des {
-		p := filepath.Join(c.dir, de.Name())
-		if strings.HasPrefix(de.Name(), ".fill-") {
-			_ = os.Remove(p)
+		if de.Name() == cacheLockName {
 			continue
 		}
 		key, ok := cacheKeyOf(de.Name())
 		if !ok || !de.Type().IsRegular() {
+			// Unfinished fills, evicted files not yet removed, strays.
+			if err := os.RemoveAll(filepath.Join(c.dir, de.Name())); err != nil {
+				c.logger.Warn("blob cache: cannot remove a stray file", "name", de.Name(), "err", err)
+			}
 			continue
 		}
 		fi, err := de.Info()
@@ -121,23 +145,17 @@ func (c *Cache) load() error {
 	return nil
 }
 
-// The file of key: hex of the key (keys hold slashes), with a hash suffix
-// guarding the length limit of a name.
+// The file of key: "k-" and the key in hex (keys hold slashes). Keys too
+// long for a file name (drivers make them under 100 bytes) are not cached.
 func (c *Cache) path(key string) string {
 	return filepath.Join(c.dir, cacheName(key))
 }
 
-func cacheName(key string) string {
-	h := hex.EncodeToString([]byte(key))
-	if len(h) <= 200 {
-		return "k-" + h
-	}
-	sum := sha256.Sum256([]byte(key))
-	return "h-" + hex.EncodeToString(sum[:])
-}
+func cacheName(key string) string { return "k-" + hex.EncodeToString([]byte(key)) }
 
-// cacheKeyOf inverts cacheName for names that carry the key itself; hashed
-// names are dropped on load (their key is unknown).
+const maxCacheKey = 120
+
+// cacheKeyOf inverts cacheName.
 func cacheKeyOf(name string) (string, bool) {
 	h, ok := strings.CutPrefix(name, "k-")
 	if !ok {
@@ -200,6 +218,11 @@ func (c *Cache) List(ctx context.Context) ([]string, error) {
 // Delete removes the entry (a fill under way is dropped when it ends), then
 // the object.
 func (c *Cache) Delete(ctx context.Context, key string) error {
+	// The object first: a fill that starts after this cannot find it, and
+	// one under way is marked below.
+	if err := c.inner.Delete(ctx, key); err != nil {
+		return err
+	}
 	c.mu.Lock()
 	var victims []*cacheEntry
 	if el, ok := c.entries[key]; ok {
@@ -210,12 +233,12 @@ func (c *Cache) Delete(ctx context.Context, key string) error {
 	}
 	c.mu.Unlock()
 	c.remove(victims)
-	return c.inner.Delete(ctx, key)
+	return nil
 }
 
 // Open serves from the entry of key when there is one; otherwise it reads
-// the store, and a read of the whole object (offset 0, known length) fills
-// an entry on the way.
+// the store, and a read that turns out to be the whole object fills an
+// entry on the way.
 func (c *Cache) Open(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
 	if key == "" || offset < 0 || length == 0 {
 		return c.inner.Open(ctx, key, offset, length)
@@ -223,19 +246,13 @@ func (c *Cache) Open(ctx context.Context, key string, offset, length int64) (io.
 	if body, ok := c.openEntry(key, offset, length); ok {
 		return body, nil
 	}
-	if offset != 0 || length < 0 || !c.startFill(key, length) {
-		// A fill that ended since the miss above made an entry.
-		if body, ok := c.openEntry(key, offset, length); ok {
-			return body, nil
-		}
-		c.stats.Misses.Add(1)
-		return c.inner.Open(ctx, key, offset, length)
-	}
 	c.stats.Misses.Add(1)
-	rc, err := c.inner.Open(ctx, key, 0, length)
-	if err != nil {
-		c.endFill(key, length, nil)
-		return nil, err
+	rc, err := c.inner.Open(ctx, key, offset, length)
+	if err != nil || offset != 0 || length < 0 || length > c.maxOne || len(key) > maxCacheKey {
+		return rc, err
+	}
+	if !c.whole(ctx, key, length, rc) || !c.startFill(key, length) {
+		return rc, nil
 	}
 	fl, r, err := c.newFill(key, length)
 	if err != nil {
@@ -246,6 +263,17 @@ func (c *Cache) Open(ctx context.Context, key string, offset, length int64) (io.
 	c.fills.Add(1)
 	go fl.run(rc)
 	return &followBody{fl: fl, r: r, n: length}, nil
+}
+
+// whole reports whether length bytes from the start are the entire object:
+// the zero-copy body knows; otherwise the store is asked for the size (one
+// request per fill, and fills are rare).
+func (c *Cache) whole(ctx context.Context, key string, length int64, rc io.ReadCloser) bool {
+	if d, ok := rc.(*directBody); ok && d.whole {
+		return true
+	}
+	size, err := c.inner.Stat(ctx, key)
+	return err == nil && size == length
 }
 
 // openEntry opens key's file for length bytes at offset, or reports a miss.
@@ -259,14 +287,8 @@ func (c *Cache) openEntry(key string, offset, length int64) (io.ReadCloser, bool
 		return nil, false
 	}
 	e := el.Value.(*cacheEntry)
-	if length < 0 {
-		length = max(e.size-offset, 0)
-	}
-	if offset+length > e.size {
-		victims := []*cacheEntry{c.unlinkLocked(el)}
-		c.mu.Unlock()
-		c.remove(victims)
-		return nil, false
+	if left := max(e.size-offset, 0); length < 0 || length > left {
+		length = left // reading past the end yields what is there, as from the store
 	}
 	c.lru.MoveToFront(el)
 	now := time.Now()
@@ -314,12 +336,9 @@ func (c *Cache) dropIf(key string, e *cacheEntry) {
 }
 
 // startFill reserves room for a fill of size bytes of key, evicting to make
-// it, unless the blob is too big for the cache, another fill of it is under
-// way, or it is cached by now.
+// it, unless another fill of key is under way, it is cached by now, or fills
+// in flight already take the room.
 func (c *Cache) startFill(key string, size int64) bool {
-	if size > c.maxOne {
-		return false
-	}
 	c.mu.Lock()
 	if _, cached := c.entries[key]; cached {
 		c.mu.Unlock()
@@ -329,12 +348,15 @@ func (c *Cache) startFill(key string, size int64) bool {
 		c.mu.Unlock()
 		return false
 	}
-	c.filling[key] = true
 	victims := c.evictLocked(size)
-	c.used += size
+	ok := c.used+size <= c.max
+	if ok {
+		c.filling[key] = true
+		c.used += size
+	}
 	c.mu.Unlock()
 	c.remove(victims)
-	return true
+	return ok
 }
 
 // endFill ends key's fill: with a file, it becomes the entry; without, the
@@ -351,6 +373,11 @@ func (c *Cache) endFill(key string, size int64, done *os.File) {
 			_ = os.Remove(done.Name())
 		}
 		return
+	}
+	if el, ok := c.entries[key]; ok {
+		// Not expected (startFill refuses cached keys), but never two
+		// elements for one key.
+		victims = append(victims, c.unlinkLocked(el))
 	}
 	err := os.Rename(done.Name(), c.path(key))
 	if err != nil {
@@ -391,19 +418,29 @@ func (c *Cache) evictLocked(extra int64) []*cacheEntry {
 	return victims
 }
 
-// remove deletes the files of unlinked entries. A key re-filled in the
-// meantime has a new file under the same name only after endFill, which
-// unlinks first; so a victim's path is removed only if its entry is gone.
+// remove deletes the files of unlinked entries. Under the lock, each is
+// renamed out of the way unless its key is back (a new fill renamed its
+// file in place meanwhile); the unlink, which may free many pages, happens
+// outside.
 func (c *Cache) remove(victims []*cacheEntry) {
+	var gone []string
+	c.mu.Lock()
 	for _, e := range victims {
-		c.mu.Lock()
-		_, back := c.entries[e.key]
-		c.mu.Unlock()
-		if back {
+		if _, back := c.entries[e.key]; back {
 			continue
 		}
-		if err := os.Remove(c.path(e.key)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		g := filepath.Join(c.dir, ".gone-"+strconv.FormatUint(c.goneSeq, 10))
+		c.goneSeq++
+		if err := os.Rename(c.path(e.key), g); err == nil {
+			gone = append(gone, g)
+		} else if !errors.Is(err, fs.ErrNotExist) {
 			c.logger.Warn("blob cache: cannot remove an entry", "key", e.key, "err", err)
+		}
+	}
+	c.mu.Unlock()
+	for _, g := range gone {
+		if err := os.Remove(g); err != nil {
+			c.logger.Warn("blob cache: cannot remove an entry", "file", g, "err", err)
 		}
 	}
 }

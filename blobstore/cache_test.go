@@ -18,21 +18,20 @@ import (
 	"github.com/flotilla/flotilla/blobstore/drivertest"
 )
 
-// The driver suite through a cache over the filesystem driver. The suite's
-// two "nodes" share the cache folder, so that a Delete on one is seen by the
-// other as the Driver contract asks; in a cluster each node has a folder of
-// its own and reads only keys the blob index holds (see cache.go).
+// The driver suite through a cache over the filesystem driver, each of the
+// suite's two "nodes" with a cache folder of its own.
 func TestCacheDriverFS(t *testing.T) {
-	dir, cacheDir := t.TempDir(), t.TempDir()
+	dir := t.TempDir()
 	drivertest.Run(t, func(t *testing.T) blobstore.Driver {
 		fs, err := blobstore.NewFS(dir)
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, err := blobstore.NewCache(fs, cacheDir, 64<<20, testLogger(t))
+		c, err := blobstore.NewCache(fs, t.TempDir(), 64<<20, testLogger(t))
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { c.Close() })
 		return c
 	})
 }
@@ -62,11 +61,17 @@ func newCacheFixture(t *testing.T, max int64) *cacheFixture {
 // reopen starts a new cache on the same folder, as a restart does.
 func (f *cacheFixture) reopen(max int64) {
 	f.t.Helper()
+	if f.c != nil {
+		if err := f.c.Close(); err != nil {
+			f.t.Fatal(err)
+		}
+	}
 	c, err := blobstore.NewCache(f.inner, f.dir, max, testLogger(f.t))
 	if err != nil {
 		f.t.Fatal(err)
 	}
 	f.c = c
+	f.t.Cleanup(func() { c.Close() })
 }
 
 func (f *cacheFixture) put(n int, seed uint64) (string, []byte) {
@@ -118,7 +123,7 @@ func (f *cacheFixture) entries() int {
 	}
 	n := 0
 	for _, de := range des {
-		if !strings.HasPrefix(de.Name(), ".") {
+		if strings.HasPrefix(de.Name(), "k-") {
 			n++
 		}
 	}
@@ -230,8 +235,8 @@ func TestCache(t *testing.T) {
 			if _, _, fills, used := f.stats(); fills != 0 || used != 0 {
 				f.t.Fatalf("fills %d used %d, want 0 0", fills, used)
 			}
-			if des, _ := os.ReadDir(f.dir); len(des) != 0 {
-				f.t.Fatalf("%d files left in the cache folder", len(des))
+			if des, _ := os.ReadDir(f.dir); len(des) != 1 || des[0].Name() != ".lock" {
+				f.t.Fatalf("files left in the cache folder: %v", des)
 			}
 		}},
 		{"a reader that leaves after the fill is done keeps the entry", 4 * size, func(f *cacheFixture) {
@@ -264,20 +269,84 @@ func TestCache(t *testing.T) {
 			if err != nil {
 				f.t.Fatal(err)
 			}
-			got := make(chan []byte, 1)
-			go func() {
-				var buf bytes.Buffer
-				_, _ = io.Copy(&buf, rc)
-				got <- buf.Bytes()
-			}()
-			close(gate.release)
-			if b := <-got; !bytes.Equal(b, want) {
-				f.t.Fatalf("followed read: %d bytes, right bytes %v", len(b), bytes.Equal(b, want))
+			defer rc.Close()
+			// The store is held after a third: the reader gets exactly that
+			// far, from the fill file, before the fill ends.
+			first := make([]byte, size/3)
+			if _, err := io.ReadFull(rc, first); err != nil || !bytes.Equal(first, want[:size/3]) {
+				f.t.Fatalf("first third: %v", err)
 			}
-			rc.Close()
+			close(gate.release)
+			var rest bytes.Buffer
+			if _, err := io.Copy(&rest, rc); err != nil || !bytes.Equal(rest.Bytes(), want[size/3:]) {
+				f.t.Fatalf("the rest: %v, %d bytes", err, rest.Len())
+			}
 			f.c.Wait()
 			if _, _, fills, _ := f.stats(); fills != 1 {
 				f.t.Fatalf("fills %d, want 1", fills)
+			}
+		}},
+		{"fills in flight never take more than the bound", 4 * size, func(f *cacheFixture) {
+			gate := &gatedStore{Driver: f.store, allow: 10, release: make(chan struct{})}
+			f.inner = gate
+			f.reopen(4 * size)
+			var bodies []io.ReadCloser
+			var blobs [][]byte
+			for i := range 6 {
+				key, want := f.put(size, uint64(30+i))
+				rc, err := f.c.Open(f.ctx, key, 0, size)
+				if err != nil {
+					f.t.Fatal(err)
+				}
+				bodies, blobs = append(bodies, rc), append(blobs, want)
+				if _, _, _, used := f.stats(); used > 4*size {
+					f.t.Fatalf("%d fills reserve %d bytes, over the bound %d", i+1, used, 4*size)
+				}
+			}
+			close(gate.release)
+			for i, rc := range bodies {
+				got, err := io.ReadAll(rc)
+				rc.Close()
+				if err != nil || !bytes.Equal(got, blobs[i]) {
+					f.t.Fatalf("blob %d: %v", i, err)
+				}
+			}
+			f.c.Wait()
+			if _, _, fills, used := f.stats(); fills != 4 || used != 4*size {
+				f.t.Fatalf("fills %d used %d, want 4 and %d", fills, used, 4*size)
+			}
+		}},
+		{"a range from the start is not taken for the whole blob", 4 * size, func(f *cacheFixture) {
+			key, want := f.put(size, 12)
+			gate := &gatedStore{Driver: f.store, allow: size, release: make(chan struct{})}
+			close(gate.release)
+			f.inner = gate // bodies that do not tell whether they are whole
+			f.reopen(4 * size)
+			if got := f.read(key, 0, 1024); !bytes.Equal(got, want[:1024]) {
+				f.t.Fatal("range: wrong bytes")
+			}
+			if _, _, fills, _ := f.stats(); fills != 0 {
+				f.t.Fatalf("a range filled the cache")
+			}
+			if got := f.read(key, 0, size); !bytes.Equal(got, want) {
+				f.t.Fatal("whole: wrong bytes")
+			}
+			if err := f.store.Delete(f.ctx, key); err != nil {
+				f.t.Fatal(err)
+			}
+			if got := f.read(key, 0, -1); !bytes.Equal(got, want) {
+				f.t.Fatal("to the end from the entry: wrong bytes")
+			}
+			if got := f.read(key, size-10, 100); !bytes.Equal(got, want[size-10:]) {
+				f.t.Fatal("past the end from the entry: wrong bytes")
+			}
+			if hits, _, fills, _ := f.stats(); fills != 1 || hits != 2 {
+				f.t.Fatalf("fills %d hits %d, want 1 and 2", fills, hits)
+			}
+		}},
+		{"one cache per folder", 4 * size, func(f *cacheFixture) {
+			if _, err := blobstore.NewCache(f.store, f.dir, size, testLogger(f.t)); err == nil {
+				f.t.Fatal("a second cache opened the same folder")
 			}
 		}},
 		{"a Delete during a fill drops the fill", 4 * size, func(f *cacheFixture) {
@@ -383,11 +452,11 @@ func TestCache(t *testing.T) {
 		{"a damaged entry is dropped and the store answers", 4 * size, func(f *cacheFixture) {
 			key, want := f.put(size, 7)
 			f.read(key, 0, size)
-			des, _ := os.ReadDir(f.dir)
-			if len(des) != 1 {
-				f.t.Fatalf("%d files, want 1", len(des))
+			names, _ := filepath.Glob(filepath.Join(f.dir, "k-*"))
+			if len(names) != 1 {
+				f.t.Fatalf("entries %v, want 1", names)
 			}
-			if err := os.Truncate(filepath.Join(f.dir, des[0].Name()), size/2); err != nil {
+			if err := os.Truncate(names[0], size/2); err != nil {
 				f.t.Fatal(err)
 			}
 			if got := f.read(key, 0, size); !bytes.Equal(got, want) {

@@ -26,6 +26,9 @@ type directBody struct {
 	n      int64     // bytes left in src
 	closer io.Closer
 	stop   func() bool // ends the context watch, if any
+	// whole: the bytes are the entire object (read from its start, and the
+	// store said that is all of it).
+	whole bool
 }
 
 func (b *directBody) Read(p []byte) (int, error) {
@@ -134,5 +137,7 @@ func getDirect(ctx context.Context, u string, host string, requestURI string, of
 	if _, err := io.ReadFull(br, head); err != nil {
 		return fail(err)
 	}
-	return &directBody{head: head, src: tcp, n: length - int64(len(head)), closer: conn, stop: stop}, nil
+	// Without a Range the answer is the whole object, and its length was
+	// checked to be length.
+	return &directBody{head: head, src: tcp, n: length - int64(len(head)), closer: conn, stop: stop, whole: offset == 0}, nil
 }

@@ -374,7 +374,7 @@ func (f *FS) Open(ctx context.Context, key string, offset, length int64) (io.Rea
 		length = left // reading past the end yields what is there
 	}
 	// Served with sendfile when copied to a TCP connection (see direct.go).
-	return &directBody{src: file, n: length, closer: file}, nil
+	return &directBody{src: file, n: length, closer: file, whole: offset == 0 && length == fi.Size()}, nil
 }
 
 func (f *FS) Stat(ctx context.Context, key string) (int64, error) {

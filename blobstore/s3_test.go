@@ -62,16 +62,16 @@ func TestS3Driver(t *testing.T) {
 }
 
 // TestS3CacheDriver runs the driver suite through a blob cache in front of
-// S3 (the folder shared by the suite's two nodes: see TestCacheDriverFS).
+// S3, each of the suite's two nodes with a cache folder of its own.
 func TestS3CacheDriver(t *testing.T) {
 	m := startMinio(t)
 	cfg := minioConfig(m, newBucketName())
-	cacheDir := t.TempDir()
 	drivertest.Run(t, func(t *testing.T) blobstore.Driver {
-		c, err := blobstore.NewCache(newS3(t, cfg), cacheDir, 256<<20, testLogger(t))
+		c, err := blobstore.NewCache(newS3(t, cfg), t.TempDir(), 256<<20, testLogger(t))
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { c.Close() })
 		return c
 	}, drivertest.PartSize(testPartSize))
 }

@@ -80,9 +80,12 @@ func TestS3BlobCache(t *testing.T) {
 		}
 		return nil
 	})
-	entries, err := os.ReadDir(filepath.Join(n.DataDir, "blob-cache"))
+	entries, err := filepath.Glob(filepath.Join(n.DataDir, "blob-cache", "k-*"))
 	if err != nil || len(entries) != 1 {
-		t.Fatalf("cache folder: %v, %d entries; want 1", err, len(entries))
+		t.Fatalf("cache folder: %v, entries %v; want 1", err, entries)
+	}
+	if fi, err := os.Stat(entries[0]); err != nil || fi.Size() != int64(len(hot)) {
+		t.Fatalf("cache entry: %v, want %d bytes", err, len(hot))
 	}
 
 	checkRange := func(when string) {

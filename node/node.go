@@ -80,6 +80,7 @@ type Node struct {
 	logger   *slog.Logger
 	store    *raftstore.Store
 	blobs    blobstore.Driver
+	cache    *blobstore.Cache // in blobs, when configured
 	httpSrv  *http.Server
 	httpLn   net.Listener
 	registry *registry
@@ -144,7 +145,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) {
 		if cache, err = blobstore.NewCache(n.blobs, dir, cfg.BlobCacheSize, logger); err != nil {
 			return nil, err
 		}
-		n.blobs = cache
+		n.blobs, n.cache = cache, cache
 	}
 
 	n.store, err = raftstore.Open(ctx, raftstore.Config{
@@ -155,6 +156,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) {
 		ElectionTimeout: cfg.Raft.ElectionTimeout, LogLevel: cfg.RaftLogLevel, Logger: logger,
 	})
 	if err != nil {
+		n.closeCache()
 		return nil, err
 	}
 	n.reads = raftstore.NewIndexBatcher(n.readIndex)
@@ -173,12 +175,14 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Node, error) {
 	n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		n.store.Close()
+		n.closeCache()
 		return nil, fmt.Errorf("http listen %s: %w", cfg.HTTPAddr, err)
 	}
 	n.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
 		n.httpLn.Close()
 		n.store.Close()
+		n.closeCache()
 		return nil, fmt.Errorf("grpc listen %s: %w", cfg.GRPCAddr, err)
 	}
 	n.grpcSrv = grpc.NewServer(grpc.ForceServerCodecV2(jsonCodec{}),
@@ -268,7 +272,15 @@ func (n *Node) shutdown(stopBg context.CancelFunc, wg *sync.WaitGroup) error {
 		n.grpcSrv.Stop()
 	}
 	n.peers.close()
-	return errors.Join(err, n.store.Close())
+	return errors.Join(err, n.store.Close(), n.closeCache())
+}
+
+// closeCache waits for blob cache fills and releases its folder.
+func (n *Node) closeCache() error {
+	if n.cache == nil {
+		return nil
+	}
+	return n.cache.Close()
 }
 
 // watchMembership notices when this node has been removed from the cluster,
