@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -51,29 +52,39 @@ func freeAddr(t *testing.T) string {
 // its logs.
 func startNode(t *testing.T, mutate func(*node.Config)) *testNode {
 	t.Helper()
-	cfg := node.Config{
-		DataDir:  t.TempDir(),
-		HTTPAddr: freeAddr(t),
-		RaftAddr: freeAddr(t),
-		GRPCAddr: freeAddr(t),
-		Voter:    true,
-		Raft: node.RaftTuning{HeartbeatTimeout: 200 * time.Millisecond,
-			ElectionTimeout: 200 * time.Millisecond},
-		RaftLogLevel:    "ERROR",
-		ShutdownTimeout: 10 * time.Second,
-	}
-	if mutate != nil {
-		mutate(&cfg)
-	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if os.Getenv("FLOTILLA_TEST_LOG") == "1" {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	n, err := node.New(ctx, cfg, logger)
-	if err != nil {
-		cancel()
-		t.Fatalf("node.New: %v", err)
+	var n *node.Node
+	// A port found free can be taken by someone else's outgoing connection
+	// before the node binds it: then try again on other ports.
+	for attempt := 1; ; attempt++ {
+		cfg := node.Config{
+			DataDir:  t.TempDir(),
+			HTTPAddr: freeAddr(t),
+			RaftAddr: freeAddr(t),
+			GRPCAddr: freeAddr(t),
+			Voter:    true,
+			Raft: node.RaftTuning{HeartbeatTimeout: 200 * time.Millisecond,
+				ElectionTimeout: 200 * time.Millisecond},
+			RaftLogLevel:    "ERROR",
+			ShutdownTimeout: 10 * time.Second,
+		}
+		if mutate != nil {
+			mutate(&cfg)
+		}
+		var err error
+		n, err = node.New(ctx, cfg, logger)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) || attempt == 5 {
+			cancel()
+			t.Fatalf("node.New: %v", err)
+		}
+		t.Logf("node.New, attempt %d: %v; again on other ports", attempt, err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- n.Run(ctx) }()
