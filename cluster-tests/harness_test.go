@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -139,21 +140,29 @@ func freePorts(t testing.TB, n int) []int {
 		}
 	}()
 	var ports []int
-	for len(ports) < n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("listen on loopback: %v", err)
+	for tries := 0; len(ports) < n; tries++ {
+		if tries == 10000 {
+			t.Fatalf("no free loopback port in %d-%d", lowPortMin, lowPortMax)
 		}
-		ls = append(ls, l)
-		p := l.Addr().(*net.TCPAddr).Port
+		// Below Linux's ephemeral range (32768-60999 by default): no
+		// outgoing connection can take the port between this check and
+		// the process binding it.
+		p := lowPortMin + mrand.IntN(lowPortMax-lowPortMin+1)
 		if portsUsed[p] {
 			continue
 		}
+		l, err := net.Listen("tcp", loopback(p))
+		if err != nil {
+			continue
+		}
+		ls = append(ls, l)
 		portsUsed[p] = true
 		ports = append(ports, p)
 	}
 	return ports
 }
+
+const lowPortMin, lowPortMax = 20000, 32767
 
 func loopback(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
 
