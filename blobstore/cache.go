@@ -42,6 +42,7 @@ type Cache struct {
 	used    int64                    // bytes of entries plus fills in progress
 	filling map[string]bool          // key -> keep the fill (false once Deleted)
 	goneSeq uint64                   // names evicted files on their way out
+	deletes uint64                   // Deletes so far: a fill that saw one start is not kept
 
 	fills sync.WaitGroup
 	stats CacheStats
@@ -215,15 +216,15 @@ func (c *Cache) List(ctx context.Context) ([]string, error) {
 	return l.List(ctx)
 }
 
-// Delete removes the entry (a fill under way is dropped when it ends), then
-// the object.
+// Delete removes the object, then the entry. A fill under way is dropped
+// when it ends, and so is one whose read of the store began before this
+// Delete and whose fill starts after it.
 func (c *Cache) Delete(ctx context.Context, key string) error {
-	// The object first: a fill that starts after this cannot find it, and
-	// one under way is marked below.
 	if err := c.inner.Delete(ctx, key); err != nil {
 		return err
 	}
 	c.mu.Lock()
+	c.deletes++
 	var victims []*cacheEntry
 	if el, ok := c.entries[key]; ok {
 		victims = append(victims, c.unlinkLocked(el))
@@ -247,11 +248,14 @@ func (c *Cache) Open(ctx context.Context, key string, offset, length int64) (io.
 		return body, nil
 	}
 	c.stats.Misses.Add(1)
+	c.mu.Lock()
+	deletes := c.deletes
+	c.mu.Unlock()
 	rc, err := c.inner.Open(ctx, key, offset, length)
 	if err != nil || offset != 0 || length < 0 || length > c.maxOne || len(key) > maxCacheKey {
 		return rc, err
 	}
-	if !c.whole(ctx, key, length, rc) || !c.startFill(key, length) {
+	if !c.whole(ctx, key, length, rc) || !c.startFill(key, length, deletes) {
 		return rc, nil
 	}
 	fl, r, err := c.newFill(key, length)
@@ -336,11 +340,12 @@ func (c *Cache) dropIf(key string, e *cacheEntry) {
 }
 
 // startFill reserves room for a fill of size bytes of key, evicting to make
-// it, unless another fill of key is under way, it is cached by now, or fills
-// in flight already take the room.
-func (c *Cache) startFill(key string, size int64) bool {
+// it, unless another fill of key is under way, it is cached by now, fills
+// in flight already take the room, or a Delete happened since the caller
+// saw deletes (it may have been of key, after the caller opened it).
+func (c *Cache) startFill(key string, size int64, deletes uint64) bool {
 	c.mu.Lock()
-	if _, cached := c.entries[key]; cached {
+	if _, cached := c.entries[key]; cached || c.deletes != deletes {
 		c.mu.Unlock()
 		return false
 	}
