@@ -44,6 +44,7 @@ type cacheFixture struct {
 	store *blobstore.FS
 	inner blobstore.Driver // what the cache reads: store, or a gate around it
 	dir   string
+	max   int64
 	c     *blobstore.Cache
 }
 
@@ -53,7 +54,7 @@ func newCacheFixture(t *testing.T, max int64) *cacheFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &cacheFixture{t: t, ctx: t.Context(), store: store, inner: store, dir: t.TempDir()}
+	f := &cacheFixture{t: t, ctx: t.Context(), store: store, inner: store, dir: t.TempDir(), max: max}
 	f.reopen(max)
 	return f
 }
@@ -72,6 +73,26 @@ func (f *cacheFixture) reopen(max int64) {
 	}
 	f.c = c
 	f.t.Cleanup(func() { c.Close() })
+}
+
+// gate puts a gatedStore letting allow bytes of each body through between
+// the cache and the store, and restarts the cache on it.
+func (f *cacheFixture) gate(allow int64) *gatedStore {
+	f.t.Helper()
+	g := &gatedStore{Driver: f.store, allow: allow, release: make(chan struct{})}
+	f.inner = g
+	f.reopen(f.max)
+	return g
+}
+
+// open opens n bytes of key at off through the cache.
+func (f *cacheFixture) open(key string, off, n int64) io.ReadCloser {
+	f.t.Helper()
+	rc, err := f.c.Open(f.ctx, key, off, n)
+	if err != nil {
+		f.t.Fatalf("Open(%q, %d, %d): %v", key, off, n, err)
+	}
+	return rc
 }
 
 func (f *cacheFixture) put(n int, seed uint64) (string, []byte) {
@@ -218,13 +239,8 @@ func TestCache(t *testing.T) {
 		}},
 		{"a reader that leaves before the fill is done keeps nothing", 4 * size, func(f *cacheFixture) {
 			key, want := f.put(size, 3)
-			gate := &gatedStore{Driver: f.store, allow: size / 2, release: make(chan struct{})}
-			f.inner = gate
-			f.reopen(4 * size)
-			rc, err := f.c.Open(f.ctx, key, 0, size)
-			if err != nil {
-				f.t.Fatal(err)
-			}
+			gate := f.gate(size / 2)
+			rc := f.open(key, 0, size)
 			half := make([]byte, size/2)
 			if _, err := io.ReadFull(rc, half); err != nil || !bytes.Equal(half, want[:size/2]) {
 				f.t.Fatalf("first half: %v", err)
@@ -241,10 +257,7 @@ func TestCache(t *testing.T) {
 		}},
 		{"a reader that leaves after the fill is done keeps the entry", 4 * size, func(f *cacheFixture) {
 			key, want := f.put(size, 9)
-			rc, err := f.c.Open(f.ctx, key, 0, size)
-			if err != nil {
-				f.t.Fatal(err)
-			}
+			rc := f.open(key, 0, size)
 			if _, err := io.ReadFull(rc, make([]byte, 10)); err != nil {
 				f.t.Fatal(err)
 			}
@@ -262,13 +275,8 @@ func TestCache(t *testing.T) {
 		}},
 		{"a reader follows a fill that is slower than itself", 4 * size, func(f *cacheFixture) {
 			key, want := f.put(size, 10)
-			gate := &gatedStore{Driver: f.store, allow: size / 3, release: make(chan struct{})}
-			f.inner = gate
-			f.reopen(4 * size)
-			rc, err := f.c.Open(f.ctx, key, 0, size)
-			if err != nil {
-				f.t.Fatal(err)
-			}
+			gate := f.gate(size / 3)
+			rc := f.open(key, 0, size)
 			defer rc.Close()
 			// The store is held after a third: the reader gets exactly that
 			// far, from the fill file, before the fill ends.
@@ -287,17 +295,12 @@ func TestCache(t *testing.T) {
 			}
 		}},
 		{"fills in flight never take more than the bound", 4 * size, func(f *cacheFixture) {
-			gate := &gatedStore{Driver: f.store, allow: 10, release: make(chan struct{})}
-			f.inner = gate
-			f.reopen(4 * size)
+			gate := f.gate(10)
 			var bodies []io.ReadCloser
 			var blobs [][]byte
 			for i := range 6 {
 				key, want := f.put(size, uint64(30+i))
-				rc, err := f.c.Open(f.ctx, key, 0, size)
-				if err != nil {
-					f.t.Fatal(err)
-				}
+				rc := f.open(key, 0, size)
 				bodies, blobs = append(bodies, rc), append(blobs, want)
 				if _, _, _, used := f.stats(); used > 4*size {
 					f.t.Fatalf("%d fills reserve %d bytes, over the bound %d", i+1, used, 4*size)
@@ -318,10 +321,7 @@ func TestCache(t *testing.T) {
 		}},
 		{"a range from the start is not taken for the whole blob", 4 * size, func(f *cacheFixture) {
 			key, want := f.put(size, 12)
-			gate := &gatedStore{Driver: f.store, allow: size, release: make(chan struct{})}
-			close(gate.release)
-			f.inner = gate // bodies that do not tell whether they are whole
-			f.reopen(4 * size)
+			close(f.gate(size).release) // bodies that do not tell whether they are whole
 			if got := f.read(key, 0, 1024); !bytes.Equal(got, want[:1024]) {
 				f.t.Fatal("range: wrong bytes")
 			}
@@ -351,13 +351,8 @@ func TestCache(t *testing.T) {
 		}},
 		{"a Delete during a fill drops the fill", 4 * size, func(f *cacheFixture) {
 			key, want := f.put(size, 11)
-			gate := &gatedStore{Driver: f.store, allow: size / 2, release: make(chan struct{})}
-			f.inner = gate
-			f.reopen(4 * size)
-			rc, err := f.c.Open(f.ctx, key, 0, size)
-			if err != nil {
-				f.t.Fatal(err)
-			}
+			gate := f.gate(size / 2)
+			rc := f.open(key, 0, size)
 			if err := f.c.Delete(f.ctx, key); err != nil {
 				f.t.Fatal(err)
 			}
